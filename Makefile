@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+CRYPTEN := crypten==0.4.1
+
+.PHONY: setup demo test lint protos bench clean
+
+setup: $(STAMP)
+
+# Idempotent: re-runs only when the project's dependency files change.
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# the CPU wheel; a looser spec pulls a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	# crypten's metadata names dead packages: install it alone, its real needs come from pyproject
+	$(BIN)/python -m pip install --quiet --no-deps $(CRYPTEN)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/smpc selftest --parties 3
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+protos: setup
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. --pyi_out=. proto/parties/wire.proto
+
+bench: setup
+	$(BIN)/python benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV)

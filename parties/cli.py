@@ -1,0 +1,226 @@
+"""The `smpc` command line.
+
+    smpc selftest --parties 3          start 3 parties + a dealer locally, check secure ops
+    smpc dealer --parties a=H:P,...    run the dealer of a session
+    smpc party --name a --parties ...  run one party of a session
+    smpc node ...                      what the local launcher starts (same as party/dealer)
+
+Errors a user can cause (bad address, port in use, a peer that is missing,
+rejects us or dies) print one line naming the peer or setting and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import Any
+
+EXIT_FAILED = 1  # a check failed
+EXIT_ERROR = 2  # a usage, setting or peer error
+
+
+def _protocol(name: str) -> Any:
+    """A protocol's run function: a known name, or module:function for your own."""
+    if name == "selftest":
+        from protocols import selftest
+
+        return selftest.run
+    module, colon, func = name.partition(":")
+    if not colon:
+        raise ValueError(f"unknown protocol {name!r} (known: selftest, or module:function)")
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load protocol {name!r}: {exc}") from None
+
+
+def _parse_peers(text: str) -> tuple[list[str], dict[str, str]]:
+    """'a=host:port,b=host:port' or 'a,b' -> names in order, addresses."""
+    names, addresses = [], {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, eq, address = item.partition("=")
+        names.append(name)
+        if eq:
+            addresses[name] = address
+    return names, addresses
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from parties.transport import LinkOptions
+
+    return LinkOptions(connect_timeout=args.connect_timeout, recv_timeout=args.timeout)
+
+
+def _spec(args: argparse.Namespace, name: str) -> Any:
+    from parties.runtime import DEALER, NodeSpec
+
+    parties, addresses = _parse_peers(args.parties)
+    if getattr(args, "dealer", None):
+        addresses[DEALER] = args.dealer
+    listen = args.listen or addresses.get(name)
+    if not listen:
+        raise ValueError(f"no --listen address for '{name}'")
+    return NodeSpec(
+        name=name, parties=parties, session_id=args.session, listen=listen,
+        addresses=addresses, provider=args.provider, options=_options(args),
+        public_seed=int.from_bytes(args.session.encode()[:8].ljust(8, b"\0"), "little") % 2**31,
+    )
+
+
+def _print_progress(step: str, fields: dict[str, Any]) -> None:
+    extra = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in fields.items())
+    print(f"{step}: {extra}", flush=True)
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    """Run one node (party or dealer); print its result as one JSON line."""
+    from parties import runtime
+    from parties.launcher import RESULT
+
+    name = args.name
+    spec = _spec(args, name)
+    mesh = runtime.open_mesh(spec, control_in=sys.stdin if args.control == "stdin" else None)
+    if name == runtime.DEALER:
+        served = runtime.run_dealer(spec, mesh)
+        print(f"dealer served {sum(served.values())} requests "
+              f"({', '.join(f'{k}: {v}' for k, v in sorted(served.items())) or 'none'})",
+              flush=True)
+        print(f"{RESULT} {json.dumps({'served': served})}", flush=True)
+        return 0
+    protocol = _protocol(args.run)
+    report, elapsed, stats = runtime.run_party(spec, mesh, protocol,
+                                               on_progress=None if args.quiet else _print_progress)
+    result = {"rows": report.rows, "ok": report.ok, "seconds": elapsed, "stats": stats}
+    print(f"{RESULT} {json.dumps(result)}", flush=True)
+    return 0 if report.ok else EXIT_FAILED
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    """Start N parties and a dealer locally, run the secure ops, print one line per op."""
+    from parties.launcher import launch, party_names
+
+    if not 2 <= args.parties <= 8:
+        raise ValueError(f"--parties {args.parties}: smpc runs 2 to 8 parties")
+    parties = party_names(args.parties)
+    extra = ["--quiet", "--timeout", str(args.timeout)]
+    if args.provider != "dealer":
+        print(f"WARNING: provider '{args.provider}' lets {parties[0]} know every party's "
+              "randomness; it is for tests only.", file=sys.stderr)
+    print(f"smpc selftest: {args.parties} parties + "
+          f"{'dealer' if args.provider == 'dealer' else 'no dealer'} on loopback over gRPC",
+          flush=True)
+    run = launch(parties, "selftest", provider=args.provider, timeout=args.timeout + 60,
+                 extra=extra, echo=sys.stderr if args.verbose else None)
+    first = run.nodes[parties[0]].result
+    if first is None or not run.ok:
+        for name, node in run.nodes.items():
+            rc = run.returncodes[name]
+            if rc != 0:
+                last = next((ln for ln in reversed(node.lines) if ln.strip()), "no output")
+                print(f"  {name}: exit {rc}: {last}", file=sys.stderr)
+        if run.timed_out:
+            print("smpc selftest: timed out", file=sys.stderr)
+        if first is None:
+            return EXIT_ERROR
+    width = max(len(r["op"]) for r in first["rows"])
+    for r in first["rows"]:
+        mark = "ok  " if r["ok"] else "FAIL"
+        print(f"  {mark} {r['op']:<{width}}  max error {r['max_error']:.2e}  "
+              f"tolerance {r['tolerance']:.0e}  {r['seconds'] * 1000:8.1f} ms")
+    served = (run.nodes.get("dealer").result or {}).get("served", {}) if "dealer" in run.nodes \
+        else {}
+    stats = first["stats"]
+    print(f"  {parties[0]}: {stats['rounds']} rounds, {stats['bytes_sent']} bytes sent, "
+          f"{stats['bytes_received']} received; dealer served {sum(served.values())} requests")
+    agree = all(run.nodes[p].result and run.nodes[p].result["ok"] == first["ok"] for p in parties)
+    ok = first["ok"] and run.ok and agree
+    print("smpc selftest: " + ("all operations within tolerance" if ok else "FAILED"))
+    return 0 if ok else EXIT_FAILED
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds any receive may wait for a peer (default 120)")
+    p.add_argument("--connect-timeout", type=float, default=30.0,
+                   help="seconds to wait for every peer to connect (default 30)")
+    p.add_argument("--provider", default="dealer",
+                   choices=["dealer", "insecure-trusted-first-party"],
+                   help="where correlated randomness comes from; the second is for tests only")
+
+
+def _node_args(p: argparse.ArgumentParser, with_name: bool) -> None:
+    if with_name:
+        p.add_argument("--name", required=True, help="this party's name")
+    p.add_argument("--parties", required=True,
+                   help="all parties in rank order: name=host:port,... (or names under the "
+                        "local launcher)")
+    p.add_argument("--dealer", help="the dealer's host:port")
+    p.add_argument("--session", required=True, help="session id, the same on every node")
+    p.add_argument("--listen", help="host:port to listen on (default: this node's address)")
+    p.add_argument("--control", choices=["none", "stdin"], default="none",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _common(p)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="smpc", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    st = sub.add_parser("selftest", help="check the install: secure ops vs plaintext")
+    st.add_argument("--parties", type=int, default=3, help="number of parties, 2 to 8")
+    st.add_argument("--verbose", action="store_true", help="show every node's output")
+    _common(st)
+    st.set_defaults(func=cmd_selftest)
+
+    dl = sub.add_parser("dealer", help="run the dealer of a session")
+    _node_args(dl, with_name=False)
+    dl.set_defaults(func=cmd_node, name="dealer", run="selftest")
+
+    pa = sub.add_parser("party", help="run one party of a session")
+    _node_args(pa, with_name=True)
+    pa.add_argument("--run", default="selftest", help="protocol to run (default selftest)")
+    pa.set_defaults(func=cmd_node)
+
+    nd = sub.add_parser("node", help=argparse.SUPPRESS)
+    _node_args(nd, with_name=True)
+    nd.add_argument("--run", default="selftest")
+    nd.set_defaults(func=cmd_node)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `smpc` console script."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    from parties.transport import PeerError, SettingError
+
+    where = getattr(args, "name", None) or args.command
+    try:
+        return int(args.func(args))
+    except (PeerError, SettingError, ValueError, TimeoutError) as exc:
+        print(f"smpc {args.command} [{where}]: error: {exc}", file=sys.stderr, flush=True)
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"smpc {args.command} [{where}]: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"smpc {args.command} [{where}]: internal error: {type(exc).__name__}: {exc}",
+              file=sys.stderr, flush=True)
+        if args.debug or os.environ.get("SMPC_DEBUG"):
+            traceback.print_exc()
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

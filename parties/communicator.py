@@ -1,0 +1,302 @@
+"""CrypTen's Communicator interface, implemented over the gRPC mesh.
+
+Every collective is built from tagged point-to-point messages, so no call can
+be matched with another's payload. Reductions are done locally after one
+all-to-all (or all-to-one) exchange: one round each. The statistics count the
+bytes gRPC actually carried (frames with their headers) and one round per
+collective call that waits on the network.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from parties.crypten_adapter import load_crypten, reduce_ops
+from parties.transport import Mesh
+
+_Base: Any = load_crypten().communicator.Communicator
+
+
+class _Done:
+    """Request object for sends: already queued."""
+
+    def wait(self) -> None:
+        return None
+
+    def is_completed(self) -> bool:
+        return True
+
+
+class _PendingRecv:
+    """Request object for irecv: fills the caller's tensor in place on wait()."""
+
+    def __init__(self, comm: GrpcCommunicator, tensor: torch.Tensor, src: str, tag: int) -> None:
+        self._comm, self._tensor, self._src, self._tag = comm, tensor, src, tag
+        self._done = False
+
+    def wait(self) -> None:
+        if not self._done:
+            got = self._comm.mesh.recv(self._src, tag=self._tag)
+            self._tensor.copy_(got.reshape(self._tensor.shape))
+            self._done = True
+
+    def is_completed(self) -> bool:
+        return self._done
+
+
+class GrpcCommunicator(_Base):
+    """One party's view of the MPC world: ranks 0..n-1 are `parties` in order."""
+
+    BYTES_PER_ELEMENT = 8
+
+    def __init__(self, mesh: Mesh, parties: Sequence[str]) -> None:
+        self.mesh = mesh
+        self.parties = list(parties)
+        self.rank = self.parties.index(mesh.me)
+        self.world_size = len(self.parties)
+        self._name = mesh.me
+        self.reset_communication_stats()
+
+    # ------------------------------------------------------------ identity
+    def get_rank(self) -> int:
+        return self.rank
+
+    def get_world_size(self) -> int:
+        return self.world_size
+
+    def set_name(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"party name must be a string, got {type(name).__name__}")
+        self._name = name
+
+    def get_name(self) -> str:
+        return self._name
+
+    @classmethod
+    def is_initialized(cls) -> bool:
+        return True
+
+    # ------------------------------------------------------------ stats
+    def reset_communication_stats(self) -> None:
+        self.comm_rounds = 0
+        self.comm_bytes = 0
+        self.comm_time = 0.0
+        self._base = self.mesh.stats()
+
+    def get_communication_stats(self) -> dict[str, Any]:
+        now = self.mesh.stats()
+        sent = now["bytes_sent"] - self._base["bytes_sent"]
+        received = now["bytes_received"] - self._base["bytes_received"]
+        return {
+            "rounds": self.comm_rounds,
+            "bytes": sent + received,
+            "bytes_sent": sent,
+            "bytes_received": received,
+            "time": self.comm_time,
+        }
+
+    def print_communication_stats(self) -> None:
+        s = self.get_communication_stats()
+        print(f"[{self._name}] rounds={s['rounds']} bytes_sent={s['bytes_sent']} "
+              f"bytes_received={s['bytes_received']} time={s['time']:.3f}s")
+
+    def _round(self, fn: Callable[[], Any]) -> Any:
+        tic = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.comm_time += time.perf_counter() - tic
+            self.comm_rounds += 1
+
+    # ------------------------------------------------------------ helpers
+    def _name_of(self, rank: int) -> str:
+        if not 0 <= rank < self.world_size:
+            raise ValueError(f"rank {rank} is outside 0..{self.world_size - 1}")
+        return self.parties[rank]
+
+    def _others(self) -> list[str]:
+        return [p for p in self.parties if p != self.mesh.me]
+
+    def _to_all(self, payload: Any) -> None:
+        for p in self._others():
+            self.mesh.send(p, payload)
+
+    def _from_all(self) -> dict[str, Any]:
+        return {p: self.mesh.recv(p) for p in self._others()}
+
+    @staticmethod
+    def _combine(op: Any, tensors: list[torch.Tensor]) -> torch.Tensor:
+        total = tensors[0].clone()
+        _, bxor = reduce_ops()
+        for t in tensors[1:]:
+            if op == bxor:
+                total ^= t
+            else:
+                total += t
+        return total
+
+    def _ordered(self, mine: Any, got: dict[str, Any]) -> list[Any]:
+        return [mine if p == self.mesh.me else got[p] for p in self.parties]
+
+    # ------------------------------------------------------------ point to point
+    def send(self, tensor: torch.Tensor, dst: int) -> None:
+        self.mesh.send(self._name_of(dst), tensor)
+        self.comm_rounds += 1
+
+    def recv(self, tensor: torch.Tensor, src: int | None = None) -> torch.Tensor:
+        if src is None:
+            raise ValueError("recv needs a source rank (receives are matched by sender and tag)")
+        got = self._round(lambda: self.mesh.recv(self._name_of(src)))
+        out = tensor.clone()
+        out.copy_(got.reshape(tensor.shape))
+        return out
+
+    def isend(self, tensor: torch.Tensor, dst: int) -> _Done:
+        self.mesh.send(self._name_of(dst), tensor)
+        self.comm_rounds += 1
+        return _Done()
+
+    def irecv(self, tensor: torch.Tensor, src: int | None = None) -> _PendingRecv:
+        if src is None:
+            raise ValueError("irecv needs a source rank")
+        name = self._name_of(src)
+        return _PendingRecv(self, tensor, name, self.mesh.next_recv_tag(name))
+
+    # ------------------------------------------------------------ collectives
+    def scatter(self, scatter_list: list[torch.Tensor], src: int, size: Any = None,
+                device: Any = None) -> torch.Tensor:
+        if self.rank == src:
+            for r, p in enumerate(self.parties):
+                if r != src:
+                    self.mesh.send(p, scatter_list[r])
+            self.comm_rounds += 1
+            return scatter_list[src]
+        return self._round(lambda: self.mesh.recv(self._name_of(src)))
+
+    def reduce(self, input: Any, dst: int, op: Any = None, batched: bool = False) -> Any:
+        op = op if op is not None else reduce_ops()[0]
+        if self.rank != dst:
+            for t in input if batched else [input]:
+                self.mesh.send(self._name_of(dst), t)
+            self.comm_rounds += 1
+            return None
+
+        def run() -> Any:
+            got = {p: [self.mesh.recv(p) for _ in (input if batched else [input])]
+                   for p in self._others()}
+            mine = input if batched else [input]
+            cols = self._ordered(mine, got)
+            out = [self._combine(op, [c[i] for c in cols]) for i in range(len(mine))]
+            return out if batched else out[0]
+
+        return self._round(run)
+
+    def all_reduce(self, input: Any, op: Any = None, batched: bool = False) -> Any:
+        op = op if op is not None else reduce_ops()[0]
+        mine = list(input) if batched else [input]
+        payload = mine[0] if len(mine) == 1 and not batched else _stack_safe(mine)
+
+        def run() -> Any:
+            self._to_all(payload)
+            got = self._from_all()
+            if batched:
+                got = {p: _unstack(v, mine) for p, v in got.items()}
+                cols = self._ordered(mine, got)
+                return [self._combine(op, [c[i] for c in cols]) for i in range(len(mine))]
+            return self._combine(op, self._ordered(input, got))
+
+        return self._round(run)
+
+    def gather(self, tensor: torch.Tensor, dst: int) -> list[torch.Tensor | None]:
+        if self.rank != dst:
+            self.mesh.send(self._name_of(dst), tensor)
+            self.comm_rounds += 1
+            return [None]
+        return self._round(lambda: self._ordered(tensor, self._from_all()))
+
+    def all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        def run() -> list[torch.Tensor]:
+            self._to_all(tensor)
+            return self._ordered(tensor, self._from_all())
+
+        return self._round(run)
+
+    def broadcast(self, input: Any, src: int, group: Any = None, batched: bool = False) -> Any:
+        items = list(input) if batched else [input]
+        if self.rank == src:
+            for t in items:
+                self._to_all(t)
+            self.comm_rounds += 1
+            return input
+        name = self._name_of(src)
+
+        def run() -> Any:
+            for t in items:
+                got = self.mesh.recv(name)
+                t.data.copy_(got.reshape(t.shape))
+            return input
+
+        return self._round(run)
+
+    def barrier(self) -> None:
+        def run() -> None:
+            self._to_all(torch.zeros(0, dtype=torch.uint8))
+            self._from_all()
+
+        self._round(run)
+
+    # ------------------------------------------------------------ objects
+    def send_obj(self, obj: Any, dst: int, group: Any = None) -> None:
+        self.mesh.send(self._name_of(dst), _Obj(obj).payload())
+        self.comm_rounds += 1
+
+    def recv_obj(self, src: int, group: Any = None) -> Any:
+        return _Obj.unwrap(self._round(lambda: self.mesh.recv(self._name_of(src))))
+
+    def broadcast_obj(self, obj: Any, src: int, group: Any = None) -> Any:
+        if self.rank == src:
+            if obj is None:
+                raise ValueError("the source party must provide the object to broadcast")
+            self._to_all(_Obj(obj).payload())
+            self.comm_rounds += 1
+            return obj
+        return _Obj.unwrap(self._round(lambda: self.mesh.recv(self._name_of(src))))
+
+
+class _Obj:
+    """Wraps objects so a tensor sent as an object stays distinguishable from a tensor."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def payload(self) -> dict[str, Any]:
+        return {"obj": self.obj}
+
+    @staticmethod
+    def unwrap(got: Any) -> Any:
+        if not isinstance(got, dict) or set(got) != {"obj"}:
+            raise ValueError("expected an object message, got a tensor (parties out of step)")
+        return got["obj"]
+
+
+def _stack_safe(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate a batch into one flat tensor: one message per peer per round."""
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) != 1:
+        raise TypeError(f"batched tensors must share a dtype, got {dtypes}")
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _unstack(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    out, at = [], 0
+    for t in like:
+        n = t.numel()
+        out.append(flat[at : at + n].reshape(t.shape))
+        at += n
+    if at != flat.numel():
+        raise ValueError(f"batched message has {flat.numel()} elements, expected {at}")
+    return out

@@ -1,0 +1,281 @@
+"""The one place that touches CrypTen's globals.
+
+CrypTen 0.4.1 keeps its state in module globals (`crypten.communicator.get()`,
+`crypten.mpc.get_default_provider()`, `crypten.generators`, `cfg`). This module
+is the only one in smpc that reads or writes them. It
+
+* makes `import crypten` work on torch 2.13 and fixes the known breakages
+  (:func:`load_crypten`);
+* installs a party's communicator and randomness provider, then runs CrypTen's
+  own seed exchange over that communicator (:func:`start_party`);
+* replaces CrypTen's Beaver-style protocols with versions that let a dealer's
+  correction share arrive while the opening round is on the wire
+  (:func:`_install_beaver`).
+
+Everything else in smpc calls these functions instead of `crypten.init()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+import types
+from typing import Any
+
+import torch
+
+PROVIDER_DEALER = "DEALER"
+PROVIDER_INSECURE_TFP = "TFP"
+
+_loaded: types.ModuleType | None = None
+_active: dict[str, Any] = {}
+
+
+def _trusted_torch_load(f: Any, *args: Any, **kwargs: Any) -> Any:
+    """`torch.load` for files this party wrote itself (torch>=2.6 defaults to weights_only)."""
+    kwargs.setdefault("weights_only", False)
+    return torch.load(f, *args, **kwargs)
+
+
+class _TorchWithTrustedLoad(types.ModuleType):
+    """Stand-in for `torch` inside crypten's provider module: only `load` differs."""
+
+    def __init__(self) -> None:
+        super().__init__("torch")
+        self.load = _trusted_torch_load
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+
+def _alias_onnx_registration() -> None:
+    """crypten imports `torch.onnx._internal.registration`, moved in torch 2.9."""
+    old = "torch.onnx._internal.registration"
+    if old in sys.modules:
+        return
+    try:
+        importlib.import_module(old)
+    except ImportError:
+        new = importlib.import_module("torch.onnx._internal.torchscript_exporter.registration")
+        sys.modules[old] = new
+
+
+def _fixed_decode(self: Any, tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """Exact fixed-point decode: floor quotient plus the non-negative remainder.
+
+    CrypTen 0.4.1 divides negative values by `scale - 1`, which returns some
+    negative values off by exactly 1.0.
+    """
+    if tensor is None:
+        return None
+    if tensor.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"fixed-point decode needs an integer tensor, got {tensor.dtype}")
+    scale = self._scale
+    if scale <= 1:
+        return tensor.data
+    quotient = torch.div(tensor, scale, rounding_mode="floor")
+    remainder = tensor - quotient * scale
+    return (quotient.float() + remainder.float() / scale).data
+
+
+def _export_torchscript(f: Any, pytorch_model: Any, dummy_input: Any) -> Any:
+    """crypten's ONNX export, pinned to the TorchScript exporter (torch 2.9+ defaults to dynamo)."""
+    from torch.onnx import OperatorExportTypes
+
+    torch.onnx.export(
+        pytorch_model,
+        dummy_input,
+        f,
+        do_constant_folding=False,
+        export_params=True,
+        input_names=["input"],
+        operator_export_type=OperatorExportTypes.ONNX,
+        output_names=["output"],
+        opset_version=17,
+        dynamo=False,
+    )
+    return f
+
+
+def load_crypten() -> types.ModuleType:
+    """Import crypten with every compatibility fix for current torch applied. Idempotent."""
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    import warnings
+
+    _alias_onnx_registration()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        crypten = importlib.import_module("crypten")
+        import crypten.mpc.provider.provider as provider_module
+        import crypten.nn.onnx_converter as onnx_converter
+        from crypten.encoder import FixedPointEncoder
+
+    provider_module.torch = _TorchWithTrustedLoad()
+    for fn in (crypten.load, crypten.load_from_party):
+        defaults = list(fn.__defaults__ or ())
+        fn.__defaults__ = tuple(_trusted_torch_load if d is torch.load else d for d in defaults)
+    onnx_converter._export_pytorch_model = _export_torchscript
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    FixedPointEncoder.decode = _fixed_decode
+    _loaded = crypten
+    return crypten
+
+
+def _communicator_module() -> types.ModuleType:
+    return importlib.import_module("crypten.communicator")
+
+
+def start_party(communicator: Any, provider: Any, provider_name: str) -> types.ModuleType:
+    """Install `communicator` and `provider` as CrypTen's, then exchange PRNG seeds over it.
+
+    `provider_name` is PROVIDER_DEALER for a dealer-backed provider, or
+    PROVIDER_INSECURE_TFP for CrypTen's trusted-first-party mode (tests only:
+    party 0 then knows everyone's randomness).
+    """
+    crypten = load_crypten()
+    comm = _communicator_module()
+    _active["communicator"] = communicator
+    comm.get = lambda: communicator
+    comm.is_initialized = lambda: "communicator" in _active
+    comm.uninit = stop_party
+    comm._init = lambda *a, **k: None
+
+    providers = vars(crypten.mpc)["__SUPPORTED_PROVIDERS"]
+    if provider is not None:
+        providers[provider_name] = provider
+    crypten.cfg.mpc.provider = provider_name
+    _install_beaver(crypten)
+    communicator.set_name(communicator.get_name())
+    crypten._setup_prng()  # CrypTen's own seed exchange, over our channels
+    return crypten
+
+
+def stop_party() -> None:
+    """Forget the installed communicator; CrypTen calls fail until the next start_party."""
+    _active.pop("communicator", None)
+
+
+def reset_encoder_precision(bits: int) -> None:
+    """Set the fixed-point precision CrypTen encodes with (all parties must agree)."""
+    load_crypten().cfg.encoder.precision_bits = bits
+
+
+@functools.cache
+def reduce_ops() -> tuple[Any, Any]:
+    """(SUM, BXOR) as CrypTen passes them to communicators."""
+    from torch.distributed import ReduceOp
+
+    return ReduceOp.SUM, ReduceOp.BXOR
+
+
+# ---------------------------------------------------------------- Beaver protocols
+#
+# CrypTen's protocols ask the provider for all their material, then open. With
+# a dealer, party 0's last share is a correction that crosses the network; the
+# versions below ask for it first and collect it after the opening round, so
+# the dealer's round trip overlaps the parties' own. With any other provider
+# (the insecure TFP test mode) CrypTen's originals run unchanged.
+
+_BEAVER_NAMES = ("__beaver_protocol", "square", "wraps", "AND", "B2A_single_bit")
+_originals: dict[str, Any] = {}
+
+
+def _install_beaver(crypten: types.ModuleType) -> None:
+    from crypten.common.util import count_wraps
+    from crypten.mpc.primitives import ArithmeticSharedTensor as AST  # noqa: N814
+    from crypten.mpc.primitives import BinarySharedTensor as BST  # noqa: N814
+    from crypten.mpc.primitives import beaver as module
+
+    from parties import correlated as cr
+
+    namespace = vars(module)
+    if not _originals:
+        _originals.update({n: namespace[n] for n in _BEAVER_NAMES})
+    comm = _communicator_module()
+    sum_op, xor_op = reduce_ops()
+
+    def provider() -> Any:
+        p = crypten.mpc.get_default_provider()
+        return p if hasattr(p, "draw") else None
+
+    def open_batch(shares: list[torch.Tensor], op: Any) -> list[torch.Tensor]:
+        return comm.get().all_reduce(shares, op=op, batched=True)
+
+    def beaver_protocol(op: str, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
+        """[z] = [c] + eps*[b] + [a]*delta + eps*delta with eps = x-a, delta = y-b opened [Bea91]."""
+        p = provider()
+        if p is None or args or cfg_active_security(crypten):
+            return _originals["__beaver_protocol"](op, x, y, *args, **kwargs)
+        req = {"size0": x.size(), "size1": y.size(), "op": op, "kwargs": kwargs}
+        (a, b), c = p.draw(cr.ADDITIVE, req)
+        eps, delta = open_batch([x.share - a, y.share - b], sum_op)
+        f = getattr(torch, op)
+        z = f(eps, b, **kwargs)
+        z += f(a, delta, **kwargs)
+        if x.rank == 0:
+            z += f(eps, delta, **kwargs)
+        z += c()
+        return AST.from_shares(z, precision=0)
+
+    def square(x: Any) -> Any:
+        """[x^2] = [r^2] + 2 eps [r] + eps^2 with eps = x - r opened."""
+        p = provider()
+        if p is None:
+            return _originals["square"](x)
+        (r,), r2 = p.draw(cr.SQUARE, {"size0": x.size()})
+        (eps,) = open_batch([x.share - r], sum_op)
+        z = r.mul_(2).mul_(eps)
+        if x.rank == 0:
+            z += eps * eps
+        z += r2()
+        return AST.from_shares(z, precision=0)
+
+    def wraps(x: Any) -> Any:
+        """Shares of the wrap count of [x], from a random [r] with known wraps [theta_r]."""
+        p = provider()
+        if p is None:
+            return _originals["wraps"](x)
+        (r,), theta_r = p.draw(cr.WRAPS, {"size0": x.size()})
+        beta = count_wraps([x.share, r])
+        gathered = comm.get().gather(x.share + r, 0)
+        theta = beta - theta_r()
+        if x.rank == 0:
+            theta += count_wraps(gathered)
+        return AST.from_shares(theta, precision=0)
+
+    def and_gate(x: Any, y: Any) -> Any:
+        """Binary Beaver triple: [z] = [c] ^ (eps & [b]) ^ ([a] & delta) ^ (eps & delta)."""
+        p = provider()
+        if p is None:
+            return _originals["AND"](x, y)
+        (a, b), c = p.draw(cr.BINARY, {"size0": x.size(), "size1": y.size()})
+        eps, delta = open_batch([x.share ^ a, y.share ^ b], xor_op)
+        z = (b & eps) ^ (a & delta)
+        if x.rank == 0:
+            z ^= eps & delta
+        z ^= c()
+        return BST.from_shares(z)
+
+    def b2a_single_bit(xb: Any) -> Any:
+        """Bit [x]_B to [x]_A with a random bit known in both forms: z = x ^ r opened."""
+        p = provider()
+        if p is None or comm.get().get_world_size() < 2:
+            return _originals["B2A_single_bit"](xb)
+        (rb,), ra = p.draw(cr.B2A, {"size0": xb.size()})
+        (z,) = open_batch([xb.share ^ rb], xor_op)
+        out = ra() * (1 - 2 * z)
+        if xb.rank == 0:
+            out += z
+        return AST.from_shares(out, precision=0)
+
+    namespace.update({
+        "__beaver_protocol": beaver_protocol, "square": square, "wraps": wraps,
+        "AND": and_gate, "B2A_single_bit": b2a_single_bit,
+    })
+
+
+def cfg_active_security(crypten: types.ModuleType) -> bool:
+    return bool(crypten.cfg.mpc.active_security)

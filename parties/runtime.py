@@ -1,0 +1,148 @@
+"""Running one node: a party (CrypTen over the mesh) or the dealer.
+
+A node binds its listening address, learns where the others are (from its
+settings, or from the local launcher over stdin when it listened on port 0),
+connects the mesh, then either serves as dealer or starts CrypTen and runs a
+protocol. Any failure is sent to the peers as an Abort before the node exits,
+so every party stops with a message naming who failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from parties import crypten_adapter
+from parties.transport import LinkOptions, Mesh
+
+log = logging.getLogger("smpc.runtime")
+
+DEALER = "dealer"
+PROVIDERS = ("dealer", "insecure-trusted-first-party")
+LISTENING = "SMPC-LISTENING"
+
+
+@dataclass
+class NodeSpec:
+    """Who this node is and who the others are."""
+
+    name: str
+    parties: list[str]
+    session_id: str
+    listen: str
+    addresses: dict[str, str] = field(default_factory=dict)
+    provider: str = "dealer"
+    options: LinkOptions = field(default_factory=LinkOptions)
+    public_seed: int = 0
+
+    @property
+    def uses_dealer(self) -> bool:
+        return self.provider == "dealer"
+
+    @property
+    def order(self) -> list[str]:
+        return [*self.parties, DEALER] if self.uses_dealer else list(self.parties)
+
+    @property
+    def peers(self) -> list[str]:
+        return [n for n in self.order if n != self.name]
+
+
+@dataclass
+class PartySession:
+    """The Session a protocol gets (protocols/session.py)."""
+
+    name: str
+    rank: int
+    world_size: int
+    parties: list[str]
+    public_seed: int
+    communicator: Any
+    on_progress: Callable[[str, dict[str, Any]], None] | None = None
+
+    def progress(self, step: str, **fields: Any) -> None:
+        if self.on_progress is not None:
+            self.on_progress(step, fields)
+
+    def communication_stats(self) -> dict[str, Any]:
+        return self.communicator.get_communication_stats()
+
+
+def _validate(spec: NodeSpec) -> None:
+    if spec.provider not in PROVIDERS:
+        raise ValueError(f"provider {spec.provider!r} is not one of {', '.join(PROVIDERS)}")
+    if not 2 <= len(spec.parties) <= 8:
+        raise ValueError(f"{len(spec.parties)} parties: smpc runs 2 to 8")
+    if len(set(spec.parties)) != len(spec.parties) or DEALER in spec.parties:
+        raise ValueError(f"party names must be distinct and not '{DEALER}': {spec.parties}")
+    if spec.name not in spec.order:
+        raise ValueError(f"'{spec.name}' is not one of {spec.order}")
+
+
+def open_mesh(spec: NodeSpec, control_in: TextIO | None = None,
+              control_out: TextIO | None = None) -> Mesh:
+    """Bind, rendezvous (when listening on port 0 under the launcher) and connect."""
+    _validate(spec)
+    mesh = Mesh(spec.name, spec.peers, spec.order, spec.session_id, spec.options)
+    port = mesh.bind(spec.listen)
+    addresses = dict(spec.addresses)
+    if control_in is not None:
+        out = control_out or sys.stdout
+        print(f"{LISTENING} {port}", file=out, flush=True)
+        line = control_in.readline()
+        if not line:
+            raise RuntimeError("the launcher closed the control channel before the address book")
+        addresses.update(json.loads(line))
+    mesh.connect(addresses)
+    return mesh
+
+
+def run_dealer(spec: NodeSpec, mesh: Mesh) -> dict[str, int]:
+    """Serve correlated randomness until the parties are done; return what was served."""
+    from parties import dealer
+
+    try:
+        served = dealer.serve(mesh, spec.parties)
+    except BaseException as exc:
+        mesh.abort(f"dealer failed: {exc}")
+        raise
+    mesh.close()
+    return dict(served)
+
+
+def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any],
+              on_progress: Callable[[str, dict[str, Any]], None] | None = None) -> Any:
+    """Start CrypTen on the mesh, run `protocol`, shut down cleanly (or abort everyone)."""
+    from parties.communicator import GrpcCommunicator
+
+    try:
+        comm = GrpcCommunicator(mesh, spec.parties)
+        if spec.uses_dealer:
+            from parties.dealer import make_provider
+
+            provider = make_provider(mesh, comm.get_rank(), DEALER)
+            name = crypten_adapter.PROVIDER_DEALER
+        else:
+            provider, name = None, crypten_adapter.PROVIDER_INSECURE_TFP
+        crypten_adapter.start_party(comm, provider, name)
+        session = PartySession(spec.name, comm.get_rank(), comm.get_world_size(), spec.parties,
+                               spec.public_seed, comm, on_progress)
+        comm.reset_communication_stats()
+        tic = time.perf_counter()
+        result = protocol(session)
+        elapsed = time.perf_counter() - tic
+        comm.barrier()  # everything each party sent has arrived before anyone closes
+    except BaseException as exc:
+        mesh.abort(f"{type(exc).__name__}: {exc}")
+        crypten_adapter.stop_party()
+        raise
+    stats = comm.get_communication_stats()
+    stats["dealer_requests"] = provider.source.requests if provider is not None else 0
+    crypten_adapter.stop_party()
+    mesh.close()
+    return result, elapsed, stats
