@@ -13,6 +13,7 @@ for building them and the timed calls measure the secure computation.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -86,7 +87,7 @@ def _plaintext_logreg(rows: int, features: int, batch: int, lr: float) -> float:
 def _row_slices(rows: int, parties: int) -> list[tuple[int, int]]:
     """Near-equal contiguous [start, end) row slices, one per party."""
     bounds = [rows * i // parties for i in range(parties + 1)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    return list(itertools.pairwise(bounds))
 
 
 def matmul(crypten: ModuleType, n: int) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def party_shares(kind: str, g: torch.Generator, rank: int, req: dict[str, Any]
         if rank > 0:
             out.append(ring(g, result_size(req["op"], size0, req["size1"], req["kwargs"])))
         return out
-    if kind == SQUARE or kind == WRAPS:
+    if kind in (SQUARE, WRAPS):
         return [ring(g, size0)] + ([ring(g, size0)] if rank > 0 else [])
     if kind == BINARY:
         out = [ring(g, size0), ring(g, req["size1"])]

@@ -81,20 +81,24 @@ def _fixed_decode(self: Any, tensor: torch.Tensor | None) -> torch.Tensor | None
 
 def _export_torchscript(f: Any, pytorch_model: Any, dummy_input: Any) -> Any:
     """crypten's ONNX export, pinned to the TorchScript exporter (torch 2.9+ defaults to dynamo)."""
+    import warnings
+
     from torch.onnx import OperatorExportTypes
 
-    torch.onnx.export(
-        pytorch_model,
-        dummy_input,
-        f,
-        do_constant_folding=False,
-        export_params=True,
-        input_names=["input"],
-        operator_export_type=OperatorExportTypes.ONNX,
-        output_names=["output"],
-        opset_version=17,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            pytorch_model,
+            dummy_input,
+            f,
+            do_constant_folding=False,
+            export_params=True,
+            input_names=["input"],
+            operator_export_type=OperatorExportTypes.ONNX,
+            output_names=["output"],
+            opset_version=17,
+            dynamo=False,
+        )
     return f
 
 
@@ -185,8 +189,8 @@ _originals: dict[str, Any] = {}
 
 def _install_beaver(crypten: types.ModuleType) -> None:
     from crypten.common.util import count_wraps
-    from crypten.mpc.primitives import ArithmeticSharedTensor as AST  # noqa: N814
-    from crypten.mpc.primitives import BinarySharedTensor as BST  # noqa: N814
+    from crypten.mpc.primitives import ArithmeticSharedTensor as AST
+    from crypten.mpc.primitives import BinarySharedTensor as BST
     from crypten.mpc.primitives import beaver as module
 
     from parties import correlated as cr
@@ -205,7 +209,7 @@ def _install_beaver(crypten: types.ModuleType) -> None:
         return comm.get().all_reduce(shares, op=op, batched=True)
 
     def beaver_protocol(op: str, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
-        """[z] = [c] + eps*[b] + [a]*delta + eps*delta with eps = x-a, delta = y-b opened [Bea91]."""
+        """[z] = [c] + eps [b] + [a] delta + eps delta; eps = x-a, delta = y-b opened [Bea91]."""
         p = provider()
         if p is None or args or cfg_active_security(crypten):
             return _originals["__beaver_protocol"](op, x, y, *args, **kwargs)

@@ -107,8 +107,8 @@ class _ShareSource:
 def make_provider(mesh: Mesh, rank: int, dealer: str) -> Any:
     """A CrypTen TupleProvider whose material comes from the dealer over `mesh`."""
     crypten = load_crypten()
-    from crypten.mpc.primitives import ArithmeticSharedTensor as AST  # noqa: N814
-    from crypten.mpc.primitives import BinarySharedTensor as BST  # noqa: N814
+    from crypten.mpc.primitives import ArithmeticSharedTensor as AST
+    from crypten.mpc.primitives import BinarySharedTensor as BST
 
     base = crypten.mpc.provider.provider.TupleProvider
 

@@ -88,11 +88,13 @@ def launch(
     echo: TextIO | None = None,
     env: dict[str, str] | None = None,
     hold: dict[str, list[str]] | None = None,
+    grace: float = 15.0,
 ) -> LocalRun:
     """Run every party (and the dealer) of one session on loopback; bounded by `timeout`.
 
     `hold` maps a node name to a replacement command (tests use it to start a
-    node that misbehaves); the others are started as usual.
+    node that misbehaves); the others are started as usual. Once a node fails,
+    the others get `grace` seconds to stop by themselves before being killed.
     """
     session_id = secrets.token_hex(8)
     names = [*parties, DEALER] if provider == "dealer" else list(parties)
@@ -120,7 +122,7 @@ def launch(
                    for n in nodes.values()]
         for t in threads:
             t.start()
-        timed_out = _wait_all(nodes, deadline)
+        timed_out = _wait_all(nodes, deadline, grace)
         for t in threads:
             t.join(timeout=5)
     finally:
@@ -147,7 +149,7 @@ def _rendezvous(nodes: dict[str, NodeRun], deadline: float) -> dict[str, str]:
     return book
 
 
-def _wait_all(nodes: dict[str, NodeRun], deadline: float) -> bool:
+def _wait_all(nodes: dict[str, NodeRun], deadline: float, grace: float) -> bool:
     """Wait for every node; after the first failure the rest get a grace period."""
     grace_end: float | None = None
     while True:
@@ -155,7 +157,7 @@ def _wait_all(nodes: dict[str, NodeRun], deadline: float) -> bool:
         if all(c is not None for c in codes):
             return False
         if grace_end is None and any(c not in (None, 0) for c in codes):
-            grace_end = time.monotonic() + 15.0
+            grace_end = time.monotonic() + grace
         now = time.monotonic()
         if now > deadline or (grace_end is not None and now > grace_end):
             return now > deadline

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import torch
 
 from parties import codec
 from parties import wire_pb2 as pb
@@ -214,6 +215,7 @@ class Mesh:
         self._world = len(order)
         self._lock = threading.Lock()
         self.rejections: list[str] = []
+        self.version = WIRE_VERSION
 
     # ------------------------------------------------------------ set-up
     def _dials(self, peer: str) -> bool:
@@ -234,10 +236,11 @@ class Mesh:
                 bound = server.add_insecure_port(address)
             else:
                 bound = server.add_secure_port(address, self._server_credentials)
-        except RuntimeError as exc:
-            raise SettingError(f"cannot listen on {address}: {exc}") from None
+        except RuntimeError:
+            bound = 0
         if bound == 0:
-            raise SettingError(f"cannot listen on {address}: address in use or not available")
+            raise SettingError(f"cannot listen on {address}: the port is in use or the address "
+                               "is not one of this host's")
         server.start()
         self._server = server
         return bound
@@ -271,7 +274,7 @@ class Mesh:
         return pb.Envelope(
             hello=pb.Hello(
                 session_id=self.session_id, sender=self.me, receiver=peer,
-                version=WIRE_VERSION, world_size=self._world,
+                version=self.version, world_size=self._world,
             )
         )
 
@@ -281,8 +284,8 @@ class Mesh:
         `expect` is the peer this node dialed (client side), None on the server side.
         """
         who = f"party '{hello.sender}'"
-        if hello.version != WIRE_VERSION:
-            return f"{who} speaks wire version {hello.version}, this node speaks {WIRE_VERSION}"
+        if hello.version != self.version:
+            return f"{who} speaks wire version {hello.version}, this node speaks {self.version}"
         if hello.session_id != self.session_id:
             return f"{who} is in session {hello.session_id!r}, not {self.session_id!r}"
         if hello.receiver != self.me:
@@ -361,7 +364,7 @@ class Mesh:
     def send(self, peer: str, payload: Any, tag: int | None = None) -> int:
         """Queue a tensor (or, with OBJECT kind, any safe object) for `peer`; return its tag."""
         link = self._link(peer)
-        if isinstance(payload, codec.torch.Tensor):
+        if isinstance(payload, torch.Tensor):
             dtype, shape, data = codec.tensor_bytes(payload)
             kind = pb.TENSOR
         else:

@@ -54,7 +54,8 @@ def _inputs(seed: int) -> dict[str, torch.Tensor]:
     }
 
 
-def _nn_step(crypten: Any, d: dict[str, torch.Tensor], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _nn_step(crypten: Any, d: dict[str, torch.Tensor], seed: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD step of a small classifier, encrypted (via from_pytorch) and in plaintext."""
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))

@@ -1,0 +1,72 @@
+"""`smpc selftest`, the dealer path, and one-line errors for bad settings."""
+
+from __future__ import annotations
+
+import filecmp
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parties.launcher import launch, party_names
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_selftest_exits_zero(smpc_cmd: list[str], n: int) -> None:
+    proc = subprocess.run([*smpc_cmd, "selftest", "--parties", str(n)], capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for op in ("add", "mul", "matmul", "conv2d", "relu", "div (private)", "sigmoid",
+               "softmax", "nn training step"):
+        assert f" {op} " in proc.stdout
+    assert "all operations within tolerance" in proc.stdout
+
+
+def test_dealer_serves_the_randomness() -> None:
+    parties = party_names(3)
+    run = launch(parties, "selftest", timeout=240, extra=["--quiet"])
+    assert run.ok
+    served = run.nodes["dealer"].result["served"]
+    assert served["additive"] > 0 and served["binary"] > 0 and served["wraps"] > 0
+    requests = run.nodes["party0"].result["stats"]["dealer_requests"]
+    assert requests == sum(served.values())
+
+
+def test_port_in_use_is_one_line_and_nonzero(smpc_cmd: list[str]) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    try:
+        proc = subprocess.run(
+            [*smpc_cmd, "party", "--name", "a", "--parties",
+             f"a=127.0.0.1:{port},b=127.0.0.1:1", "--dealer", "127.0.0.1:2",
+             "--session", "x"], capture_output=True, text=True, timeout=60)
+    finally:
+        sock.close()
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], proc.stderr
+
+
+def test_unknown_peer_address_is_one_line(smpc_cmd: list[str]) -> None:
+    proc = subprocess.run(
+        [*smpc_cmd, "party", "--name", "a", "--parties", "a=127.0.0.1:0,b=127.0.0.1:9",
+         "--dealer", "127.0.0.1:9", "--session", "x", "--connect-timeout", "1"],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "party 'b': did not answer at 127.0.0.1:9 within 1 s" in proc.stderr
+
+
+def test_generated_stubs_match_the_proto(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT / "proto"),
+                    f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
+                    f"--pyi_out={tmp_path}", str(ROOT / "proto/parties/wire.proto")],
+                   check=True)
+    for name in ("wire_pb2.py", "wire_pb2.pyi", "wire_pb2_grpc.py"):
+        assert filecmp.cmp(tmp_path / "parties" / name, ROOT / "parties" / name, shallow=False), (
+            f"parties/{name} differs from what proto/ generates: run `make protos`")

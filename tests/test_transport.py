@@ -1,0 +1,163 @@
+"""The gRPC mesh in one process: tags, chunking, handshake and frame validation."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from parties import codec
+from parties import wire_pb2 as pb
+from parties.transport import LinkOptions, Mesh, PeerError, PeerTimeout, SettingError
+
+
+def _mesh(names: list[str], **opts: float) -> dict[str, Mesh]:
+    options = LinkOptions(**{"connect_timeout": 5.0, "recv_timeout": 5.0, **opts})
+    return {n: Mesh(n, [p for p in names if p != n], names, "s", options) for n in names}
+
+
+def _connect(meshes: dict[str, Mesh]) -> dict[str, BaseException | None]:
+    book = {n: f"127.0.0.1:{m.bind('127.0.0.1:0')}" for n, m in meshes.items()}
+    errors: dict[str, BaseException | None] = {}
+
+    def go(n: str) -> None:
+        try:
+            meshes[n].connect(book)
+            errors[n] = None
+        except BaseException as exc:
+            errors[n] = exc
+
+    threads = [threading.Thread(target=go, args=(n,)) for n in meshes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return errors
+
+
+@pytest.fixture()
+def pair() -> Iterator[dict[str, Mesh]]:
+    meshes = _mesh(["a", "b"])
+    assert _connect(meshes) == {"a": None, "b": None}
+    yield meshes
+    for m in meshes.values():
+        m.abort("test over")
+
+
+def test_out_of_order_arrivals_are_matched_by_tag(pair: dict[str, Mesh]) -> None:
+    a, b = pair["a"], pair["b"]
+    for tag in (3, 1, 2, 0):
+        a.send("b", torch.tensor([tag * 10]), tag=tag)
+    assert [int(b.recv("a", tag=t)) for t in (0, 1, 2, 3)] == [0, 10, 20, 30]
+    a.send("b", torch.tensor([5]), tag=9)
+    a.send("b", torch.tensor([4]), tag=8)
+    assert int(b.recv("a", tag=9)) == 5 and int(b.recv("a", tag=8)) == 4
+
+
+def test_chunked_payload_reassembled() -> None:
+    meshes = _mesh(["a", "b"])
+    meshes = {n: Mesh(n, [p for p in "ab" if p != n], ["a", "b"], "s",
+                      LinkOptions(connect_timeout=5, recv_timeout=5,
+                                  limits=codec.Limits(chunk_bytes=64 * 1024)))
+              for n in "ab"}
+    assert _connect(meshes) == {"a": None, "b": None}
+    t = torch.randn(3 * 2**20 // 4 + 17)
+    meshes["a"].send("b", t)
+    meshes["a"].send("b", {"after": (1, 2)})
+    assert torch.equal(meshes["b"].recv("a"), t)
+    assert meshes["b"].recv("a") == {"after": (1, 2)}
+    for m in meshes.values():
+        m.close()
+
+
+def test_receive_deadline_names_the_peer(pair: dict[str, Mesh]) -> None:
+    with pytest.raises(PeerTimeout, match=r"party 'a': sent nothing for 0\.3 s"):
+        pair["b"].recv("a", timeout=0.3)
+
+
+def _inject(mesh: Mesh, peer: str, frame: pb.Frame) -> None:
+    mesh.links[peer].outgoing.put(pb.Envelope(frame=frame))
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (pb.Frame(session_id="s", sender="a", tag=0, chunks=1, kind=pb.TENSOR, dtype=pb.INT64,
+                  shape=[4], nbytes=8, data=b"\0" * 8), "shape \\[4\\] needs 32 bytes"),
+        (pb.Frame(session_id="s", sender="c", tag=0, chunks=1, kind=pb.TENSOR, dtype=pb.INT64,
+                  shape=[1], nbytes=8, data=b"\0" * 8), "claims sender 'c'"),
+        (pb.Frame(session_id="other", sender="a", tag=0, chunks=1, kind=pb.TENSOR,
+                  dtype=pb.INT64, shape=[1], nbytes=8, data=b"\0" * 8), "unknown session"),
+        (pb.Frame(session_id="s", sender="a", tag=0, chunks=1, kind=pb.TENSOR, dtype=99,
+                  shape=[1], nbytes=8, data=b"\0" * 8), "unknown dtype"),
+        (pb.Frame(session_id="s", sender="a", tag=0, chunks=2, kind=pb.TENSOR, dtype=pb.INT8,
+                  shape=[1 << 40], nbytes=1 << 40, data=b"\0"), "exceeds the limit"),
+    ],
+)
+def test_bad_frame_is_an_error_naming_the_peer(pair: dict[str, Mesh], frame: pb.Frame,
+                                               message: str) -> None:
+    _inject(pair["a"], "b", frame)
+    with pytest.raises(PeerError, match="party 'a': sent a bad frame: .*" + message):
+        pair["b"].recv("a", tag=0, timeout=5)
+
+
+def test_repeated_tag_is_refused(pair: dict[str, Mesh]) -> None:
+    pair["a"].send("b", torch.tensor([1]), tag=0)
+    pair["a"].send("b", torch.tensor([2]), tag=0)
+    with pytest.raises(PeerError, match="repeated tag 0"):
+        for _ in range(2):
+            pair["b"].recv("a", tag=0, timeout=5)
+            pair["b"].recv("a", tag=1, timeout=5)
+
+
+def test_other_wire_version_is_refused_on_both_sides() -> None:
+    meshes = _mesh(["a", "b"], connect_timeout=3.0)
+    meshes["a"].version = 99
+    errors = _connect(meshes)
+    assert isinstance(errors["a"], PeerError)
+    assert "party 'b': refused the connection: party 'a' speaks wire version 99" in str(errors["a"])
+    assert isinstance(errors["b"], PeerError) and "party 'a'" in str(errors["b"])
+    assert meshes["b"].rejections and "version 99" in meshes["b"].rejections[0]
+    for m in meshes.values():
+        m.abort("test over")
+
+
+def test_port_in_use_is_a_setting_error() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    try:
+        with pytest.raises(SettingError, match=f"cannot listen on 127.0.0.1:{port}"):
+            _mesh(["a", "b"])["a"].bind(f"127.0.0.1:{port}")
+    finally:
+        sock.close()
+
+
+def test_wrong_address_names_peer_and_address() -> None:
+    m = _mesh(["a", "b"], connect_timeout=1.0)["a"]
+    m.bind("127.0.0.1:0")
+    expect = r"party 'b': did not answer at 127\.0\.0\.1:9 within 1 s"
+    with pytest.raises(PeerTimeout, match=expect):
+        m.connect({"b": "127.0.0.1:9"})
+    m.abort("test over")
+
+
+def test_bad_listen_address() -> None:
+    with pytest.raises(SettingError, match="not host:port"):
+        _mesh(["a", "b"])["a"].bind("nonsense")
+
+
+def test_objects_round_trip_and_refuse_code() -> None:
+    obj = {"a": (1, -2**70, 0.1, None, True), "s": torch.Size([3]), "b": b"x",
+           "t": torch.tensor([[1.5, -2.0]])}
+    back = codec.decode_object(codec.encode_object(obj))
+    assert back["a"] == obj["a"] and back["s"] == obj["s"] and back["b"] == b"x"
+    assert torch.equal(back["t"], obj["t"])
+    with pytest.raises(codec.FrameError, match="no pickle"):
+        codec.encode_object({"f": print})
+    with pytest.raises(codec.FrameError):
+        codec.decode_object(b'{"pickle": "x"}')
