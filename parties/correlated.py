@@ -40,12 +40,34 @@ def bits(g: torch.Generator, size: Sequence[int]) -> torch.Tensor:
 
 def result_size(op: str, size0: Sequence[int], size1: Sequence[int], kwargs: dict[str, Any]
                 ) -> torch.Size:
-    """Shape of op(a, b) without computing it (meta tensors)."""
+    """Shape of op(a, b) without computing it (shape rules; meta tensors for convolutions)."""
     if op not in BILINEAR_OPS:
         raise ValueError(f"unsupported bilinear op {op!r}")
+    if op == "mul":
+        return torch.broadcast_shapes(tuple(size0), tuple(size1))
+    if op == "matmul":
+        return _matmul_size(list(size0), list(size1))
     a = torch.empty(tuple(size0), device="meta")
     b = torch.empty(tuple(size1), device="meta")
     return getattr(torch, op)(a, b, **kwargs).size()
+
+
+def _matmul_size(s0: list[int], s1: list[int]) -> torch.Size:
+    """torch.matmul's shape rule: vectors promoted, batch dimensions broadcast."""
+    if not s0 or not s1:
+        raise ValueError("matmul needs at least one dimension on each side")
+    v0, v1 = len(s0) == 1, len(s1) == 1
+    a = [1, *s0] if v0 else s0
+    b = [*s1, 1] if v1 else s1
+    if a[-1] != b[-2]:
+        raise ValueError(f"matmul of shapes {s0} and {s1}")
+    batch = torch.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
+    out = [*batch, a[-2], b[-1]]
+    if v1:
+        out.pop(-1)
+    if v0:
+        out.pop(-2 if not v1 else -1)
+    return torch.Size(out)
 
 
 def count_wraps(shares: Sequence[torch.Tensor]) -> torch.Tensor:

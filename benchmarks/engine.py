@@ -1,0 +1,153 @@
+"""Engine benchmark: smpc (CrypTen over gRPC, dealer) vs stock CrypTen over gloo.
+
+3 parties on loopback, in one run, the same workloads (benchmarks/workloads.py)
+on three engines:
+
+* smpc: our party processes, gRPC mesh, seed-based dealer over gRPC;
+* CrypTen-gloo TTP: stock CrypTen over torch.distributed (gloo) with its
+  trusted-third-party provider (a TTP process answers every request);
+* CrypTen-gloo TFP: the same with the trusted-first-party provider (party 0
+  generates all randomness; insecure, for reference).
+
+Prints a table of median seconds (slowest party), rounds and bytes per party
+per run, and `ratio` = smpc / CrypTen-gloo-TTP. Every process uses one torch
+thread (4 processes share 2 cores here).
+
+    .venv/bin/python benchmarks/engine.py            # every row (the epoch takes minutes)
+    .venv/bin/python benchmarks/engine.py --quick    # skip the epoch rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ENV_WORKLOAD = "SMPC_BENCH_WORKLOAD"
+ENV_REPEATS = "SMPC_BENCH_REPEATS"
+
+
+def party_bench(session: Any) -> Any:
+    """Protocol run by each smpc party: warm up, then time the workload `repeats` times."""
+    import crypten
+    import torch
+
+    from benchmarks.workloads import WORKLOADS
+    from protocols.session import Report
+
+    torch.set_num_threads(1)
+    name = os.environ[ENV_WORKLOAD]
+    repeats = int(os.environ.get(ENV_REPEATS, "3"))
+    work = WORKLOADS[name]
+    comm = crypten.communicator.get()
+    if repeats > 1:
+        work(crypten)  # warm-up: caches, first-use costs
+    times, result, stats = [], {}, {}
+    for _ in range(max(1, repeats)):
+        comm.barrier()
+        comm.reset_communication_stats()
+        tic = time.perf_counter()
+        result = work(crypten)
+        times.append(time.perf_counter() - tic)
+        stats = comm.get_communication_stats()
+    rep = Report()
+    rep.rows.append({
+        "op": name, "ok": True, "seconds": statistics.median(times),
+        "rounds": stats["rounds"], "bytes": stats["bytes_sent"] + stats["bytes_received"],
+        "bytes_sent": stats["bytes_sent"],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "result": result,
+    })
+    return rep
+
+
+def run_smpc(name: str, repeats: int, parties: int = 3, timeout: float = 900) -> dict[str, Any]:
+    """Run one workload on smpc's engine; the slowest party's median decides."""
+    from parties.launcher import launch, party_names
+
+    run = launch(party_names(parties), "benchmarks.engine:party_bench", timeout=timeout,
+                 extra=["--quiet", "--timeout", "600"],
+                 env={ENV_WORKLOAD: name, ENV_REPEATS: str(repeats),
+                      "PYTHONPATH": str(ROOT)})
+    if not run.ok:
+        tail = {n: node.lines[-3:] for n, node in run.nodes.items()}
+        raise RuntimeError(f"smpc run of {name!r} failed: {tail}")
+    rows = [run.nodes[p].result["rows"][0] for p in party_names(parties)]
+    first = rows[0]
+    return {
+        "seconds": max(r["seconds"] for r in rows),
+        "rounds": first["rounds"],
+        "bytes": first["bytes"],
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
+        "result": first["result"],
+        "dealer_served": sum(run.nodes["dealer"].result["served"].values()),
+    }
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _accuracy(res: dict[str, Any]) -> str:
+    acc = res.get("result", {}).get("accuracy")
+    return f"{acc:.3f}" if isinstance(acc, float) else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.gloo_baseline import run_gloo
+    from benchmarks.workloads import WORKLOADS
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="skip the logistic-regression epoch")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per cell (epoch: 1)")
+    ap.add_argument("--json", help="also write the raw numbers here")
+    args = ap.parse_args(argv)
+
+    names = [n for n in WORKLOADS if not (args.quick and "epoch" in n)]
+    rows = []
+    for name in names:
+        repeats = 1 if "epoch" in name else args.repeats
+        print(f"... {name}", file=sys.stderr, flush=True)
+        ours = run_smpc(name, repeats)
+        ttp = run_gloo(name, "TTP", repeats)
+        tfp = run_gloo(name, "TFP", repeats)
+        rows.append({"workload": name, "smpc": ours, "gloo_ttp": ttp, "gloo_tfp": tfp,
+                     "ratio": ours["seconds"] / ttp["seconds"]})
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, 3 parties + dealer/TTP on loopback")
+    head = (f"| {'workload':<34} | smpc s | rounds | bytes/party | CrypTen-gloo TTP s | rounds "
+            f"| bytes/party | TFP s | ratio | accuracy (smpc / TTP) |")
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for r in rows:
+        o, t, f = r["smpc"], r["gloo_ttp"], r["gloo_tfp"]
+        acc = f"{_accuracy(o)} / {_accuracy(t)}" if _accuracy(o) else ""
+        print(f"| {r['workload']:<34} | {o['seconds']:6.3f} | {o['rounds']:6d} | "
+              f"{_fmt_bytes(o['bytes']):>11} | {t['seconds']:18.3f} | {t['rounds']:6d} | "
+              f"{_fmt_bytes(t['bytes']):>11} | {f['seconds']:5.2f} | {r['ratio']:5.3f} | "
+              f"{acc:<21} |")
+    print("smpc bytes are real gRPC bytes (sent + received, with framing); CrypTen counts "
+          "8 bytes per element it logs.")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
