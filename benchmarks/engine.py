@@ -10,7 +10,9 @@ on three engines:
   generates all randomness; insecure, for reference).
 
 Prints a table of median seconds (slowest party), rounds and bytes per party
-per run, and `ratio` = smpc / CrypTen-gloo-TTP. Every process uses one torch
+per run, and `ratio` = smpc / CrypTen-gloo-TTP. The `smpc TFP` column runs
+smpc with CrypTen's insecure trusted-first-party provider instead of the
+dealer: the difference is what the dealer costs. Every process uses one torch
 thread (4 processes share 2 cores here).
 
     .venv/bin/python benchmarks/engine.py            # every row (the epoch takes minutes)
@@ -72,11 +74,13 @@ def party_bench(session: Any) -> Any:
     return rep
 
 
-def run_smpc(name: str, repeats: int, parties: int = 3, timeout: float = 900) -> dict[str, Any]:
+def run_smpc(name: str, repeats: int, parties: int = 3, timeout: float = 900,
+             provider: str = "dealer") -> dict[str, Any]:
     """Run one workload on smpc's engine; the slowest party's median decides."""
     from parties.launcher import launch, party_names
 
     run = launch(party_names(parties), "benchmarks.engine:party_bench", timeout=timeout,
+                 provider=provider,
                  extra=["--quiet", "--timeout", "600"],
                  env={ENV_WORKLOAD: name, ENV_REPEATS: str(repeats),
                       "PYTHONPATH": str(ROOT)})
@@ -91,7 +95,8 @@ def run_smpc(name: str, repeats: int, parties: int = 3, timeout: float = 900) ->
         "bytes": first["bytes"],
         "peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
         "result": first["result"],
-        "dealer_served": sum(run.nodes["dealer"].result["served"].values()),
+        "dealer_served": sum(run.nodes["dealer"].result["served"].values())
+        if "dealer" in run.nodes else 0,
     }
 
 
@@ -124,24 +129,27 @@ def main(argv: list[str] | None = None) -> int:
         repeats = 1 if "epoch" in name else args.repeats
         print(f"... {name}", file=sys.stderr, flush=True)
         ours = run_smpc(name, repeats)
+        ours_tfp = run_smpc(name, repeats, provider="insecure-trusted-first-party")
         ttp = run_gloo(name, "TTP", repeats)
         tfp = run_gloo(name, "TFP", repeats)
-        rows.append({"workload": name, "smpc": ours, "gloo_ttp": ttp, "gloo_tfp": tfp,
+        rows.append({"workload": name, "smpc": ours, "smpc_tfp": ours_tfp, "gloo_ttp": ttp,
+                     "gloo_tfp": tfp,
                      "ratio": ours["seconds"] / ttp["seconds"]})
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, 3 parties + dealer/TTP on loopback")
     head = (f"| {'workload':<34} | smpc s | rounds | bytes/party | CrypTen-gloo TTP s | rounds "
-            f"| bytes/party | TFP s | ratio | accuracy (smpc / TTP) |")
+            "| bytes/party | ratio | smpc TFP s | gloo TFP s | peak RSS MiB "
+            "| accuracy (smpc / TTP) |")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
-        o, t, f = r["smpc"], r["gloo_ttp"], r["gloo_tfp"]
+        o, t, f, ot = r["smpc"], r["gloo_ttp"], r["gloo_tfp"], r["smpc_tfp"]
         acc = f"{_accuracy(o)} / {_accuracy(t)}" if _accuracy(o) else ""
         print(f"| {r['workload']:<34} | {o['seconds']:6.3f} | {o['rounds']:6d} | "
               f"{_fmt_bytes(o['bytes']):>11} | {t['seconds']:18.3f} | {t['rounds']:6d} | "
-              f"{_fmt_bytes(t['bytes']):>11} | {f['seconds']:5.2f} | {r['ratio']:5.3f} | "
-              f"{acc:<21} |")
+              f"{_fmt_bytes(t['bytes']):>11} | {r['ratio']:5.3f} | {ot['seconds']:10.3f} | "
+              f"{f['seconds']:10.3f} | {o['peak_rss_mib']:12.0f} | {acc:<21} |")
     print("smpc bytes are real gRPC bytes (sent + received, with framing); CrypTen counts "
           "8 bytes per element it logs.")
     if args.json:

@@ -155,7 +155,8 @@ def run_gloo(
     Returns {"seconds": median over runs of the slowest party's time, "rounds"
     and "bytes": party 0's per run, "result": party 0's workload result,
     "party_seconds": each party's median}. All children are gone on return,
-    including after an error or once `timeout` seconds have passed.
+    including after an error or once `timeout` seconds have passed. Children
+    are spawned, so a calling script needs the `if __name__ == "__main__":` guard.
     """
     if workload_name not in WORKLOADS:
         raise KeyError(f"unknown workload {workload_name!r}; choose from {sorted(WORKLOADS)}")
@@ -197,8 +198,8 @@ def run_gloo(
     per_run_max = [max(reports[r]["times"][i] for r in range(world_size)) for i in range(repeats)]
     return {
         "seconds": statistics.median(per_run_max),
-        "rounds": reports[0]["rounds"],
-        "bytes": reports[0]["bytes"],
+        "rounds": int(reports[0]["rounds"]),
+        "bytes": int(reports[0]["bytes"]),
         "result": reports[0]["result"],
         "party_seconds": [statistics.median(reports[r]["times"]) for r in range(world_size)],
     }

@@ -1,6 +1,7 @@
 """The `smpc` command line.
 
     smpc selftest --parties 3          start 3 parties + a dealer locally, check secure ops
+    smpc local --parties 3 --run M:F   start 3 parties + a dealer locally running protocol M:F
     smpc dealer --parties a=H:P,...    run the dealer of a session
     smpc party --name a --parties ...  run one party of a session
     smpc node ...                      what the local launcher starts (same as party/dealer)
@@ -145,6 +146,26 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 0 if ok else EXIT_FAILED
 
 
+def cmd_local(args: argparse.Namespace) -> int:
+    """Start N parties (and the dealer) locally running any protocol; print each result."""
+    from parties.launcher import launch, party_names
+
+    if not 2 <= args.parties <= 8:
+        raise ValueError(f"--parties {args.parties}: smpc runs 2 to 8 parties")
+    _protocol(args.run)  # fail here, once, on an unknown protocol
+    parties = party_names(args.parties)
+    run = launch(parties, args.run, provider=args.provider, timeout=args.timeout + 60,
+                 extra=["--timeout", str(args.timeout)], echo=sys.stdout)
+    for name, node in run.nodes.items():
+        rc = run.returncodes[name]
+        status = "ok" if rc == 0 else f"exit {rc}"
+        summary = json.dumps(node.result)[:200] if node.result is not None else "no result"
+        print(f"{name}: {status}: {summary}")
+    if run.timed_out:
+        print("smpc local: timed out", file=sys.stderr)
+    return 0 if run.ok else EXIT_FAILED
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds any receive may wait for a peer (default 120)")
@@ -180,6 +201,12 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--verbose", action="store_true", help="show every node's output")
     _common(st)
     st.set_defaults(func=cmd_selftest)
+
+    lo = sub.add_parser("local", help="run N parties + a dealer locally on any protocol")
+    lo.add_argument("--parties", type=int, default=3, help="number of parties, 2 to 8")
+    lo.add_argument("--run", default="selftest", help="protocol: selftest or module:function")
+    _common(lo)
+    lo.set_defaults(func=cmd_local)
 
     dl = sub.add_parser("dealer", help="run the dealer of a session")
     _node_args(dl, with_name=False)

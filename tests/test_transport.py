@@ -57,8 +57,15 @@ def test_out_of_order_arrivals_are_matched_by_tag(pair: dict[str, Mesh]) -> None
     assert int(b.recv("a", tag=9)) == 5 and int(b.recv("a", tag=8)) == 4
 
 
+def _close_all(meshes: dict[str, Mesh]) -> None:
+    threads = [threading.Thread(target=m.close) for m in meshes.values()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+
 def test_chunked_payload_reassembled() -> None:
-    meshes = _mesh(["a", "b"])
     meshes = {n: Mesh(n, [p for p in "ab" if p != n], ["a", "b"], "s",
                       LinkOptions(connect_timeout=5, recv_timeout=5,
                                   limits=codec.Limits(chunk_bytes=64 * 1024)))
@@ -69,8 +76,7 @@ def test_chunked_payload_reassembled() -> None:
     meshes["a"].send("b", {"after": (1, 2)})
     assert torch.equal(meshes["b"].recv("a"), t)
     assert meshes["b"].recv("a") == {"after": (1, 2)}
-    for m in meshes.values():
-        m.close()
+    _close_all(meshes)
 
 
 def test_receive_deadline_names_the_peer(pair: dict[str, Mesh]) -> None:
