@@ -148,13 +148,13 @@ class _Link:
         self.read_deadline = deadline
         try:
             env = next(self.stream)
-        except StopIteration:
-            self.eof.set()
-            return
-        except grpc.RpcError as exc:
-            if self.timed_out:
+        except (StopIteration, grpc.RpcError) as exc:
+            if self.timed_out:  # the watchdog cancelled this read
                 self.fail("timed out")
                 raise _ReadTimeout() from None
+            if isinstance(exc, StopIteration):
+                self.eof.set()
+                return
             code = exc.code() if hasattr(exc, "code") else None
             details = exc.details() if hasattr(exc, "details") else str(exc)
             self.fail(f"connection lost ({code.name if code else 'error'}: {details})")

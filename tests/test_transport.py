@@ -167,3 +167,49 @@ def test_objects_round_trip_and_refuse_code() -> None:
         codec.encode_object({"f": print})
     with pytest.raises(codec.FrameError):
         codec.decode_object(b'{"pickle": "x"}')
+
+
+def test_manifest_handshake_over_the_mesh() -> None:
+    from parties.handshake import agree
+    from parties.manifest import ManifestError
+
+    names = ["a", "b", "c"]
+    meshes = _mesh(names)
+    assert set(_connect(meshes).values()) == {None}
+    base = {"protocol": {"name": "lr", "parameters": {"epochs": 5}}, "reveal": [["m", ["a"]]]}
+    manifests = {"a": base, "b": base,
+                 "c": {**base, "protocol": {"name": "lr", "parameters": {"epochs": 6}}}}
+    objections = {"a": None, "b": "its policy does not accept revealing 'm'", "c": None}
+    errors: dict[str, str] = {}
+
+    def go(n: str) -> None:
+        try:
+            agree(meshes[n], manifests[n], objections[n])
+        except ManifestError as exc:
+            errors[n] = str(exc)
+
+    threads = [threading.Thread(target=go, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    # every node stops, and the objection (checked first) names party b
+    assert set(errors) == set(names)
+    assert all("party 'b' refuses: its policy does not accept revealing 'm'" in e
+               for e in errors.values())
+    for m in meshes.values():
+        m.abort("test over")
+
+    meshes = _mesh(names)
+    assert set(_connect(meshes).values()) == {None}
+    objections["b"] = None
+    errors.clear()
+    threads = [threading.Thread(target=go, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert "differs from party 'c' in field 'protocol.parameters.epochs'" in errors["a"]
+    assert "differs from party 'a' in field 'protocol.parameters.epochs'" in errors["c"]
+    for m in meshes.values():
+        m.abort("test over")
