@@ -17,11 +17,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	# crypten's metadata names dead packages: install it alone, its real needs come from pyproject
 	$(BIN)/python -m pip install --quiet --no-deps $(CRYPTEN)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# compat mode: the checkout itself goes on sys.path (the default editable finder turns
+	# our top-level packages into namespace packages)
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 demo: setup
 	$(BIN)/smpc selftest --parties 3
+	$(BIN)/smpc local examples/hospitals/consortium.toml
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -85,6 +85,11 @@ def cmd_node(args: argparse.Namespace) -> int:
     from parties import runtime
     from parties.launcher import RESULT
 
+    if getattr(args, "consortium", None):
+        return _consortium_node(args)
+    for flag in ("name", "parties", "session"):
+        if not getattr(args, flag, None):
+            raise ValueError(f"--{flag} is needed (or give --consortium)")
     name = args.name
     spec = _spec(args, name)
     mesh = runtime.open_mesh(spec, control_in=sys.stdin if args.control == "stdin" else None)
@@ -101,6 +106,68 @@ def cmd_node(args: argparse.Namespace) -> int:
     result = {"rows": report.rows, "ok": report.ok, "seconds": elapsed, "stats": stats}
     print(f"{RESULT} {json.dumps(result)}", flush=True)
     return 0 if report.ok else EXIT_FAILED
+
+
+def _consortium_node(args: argparse.Namespace) -> int:
+    from parties import collaboration
+    from parties.launcher import RESULT
+
+    options = _options(args)
+    control = args.control == "stdin"
+    if args.command == "dealer":
+        served = collaboration.run_dealer(args.consortium, args.listen, options, control)
+        print(f"dealer served {sum(served.values())} requests", flush=True)
+        print(f"{RESULT} {json.dumps({'served': served})}", flush=True)
+        return 0
+    if not args.as_ or not args.policy:
+        raise ValueError("smpc party --consortium needs --as NAME and --policy POLICY.toml")
+    progress = _json_progress if args.log_json else (None if args.quiet else _print_progress)
+    outcome = collaboration.run_party(args.consortium, args.as_, args.policy, args.listen,
+                                      options, control, progress)
+    data = outcome.as_json()
+    if args.json:
+        collaboration.write_json(args.json, data)
+    if not control:
+        _print_revealed(outcome.party, outcome.revealed)
+    print(f"{RESULT} {json.dumps(data)}", flush=True)
+    return 0
+
+
+def _json_progress(step: str, fields: dict[str, Any]) -> None:
+    print(json.dumps({"event": step, **fields}), flush=True)
+
+
+def _print_revealed(party: str, revealed: dict[str, Any]) -> None:
+    metrics = revealed.get("metrics") or {}
+    if metrics:
+        print(f"{party} learned: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    if revealed.get("weights") is not None:
+        print(f"{party} learned the weights ({len(revealed['weights'])} values)")
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    """Print what a consortium file will compute and reveal to whom, and its digest."""
+    import protocols
+    from parties import manifest
+    from parties.consortium import load_consortium
+
+    c = load_consortium(args.consortium)
+    module = protocols.load(c.protocol)
+    params = module.parameters(c.parameters)
+    m = manifest.build(c, module)
+    print(f"consortium {c.name}: {len(c.parties)} parties + dealer at {c.dealer}")
+    for party in c.parties:
+        print(f"  party {party.name} at {party.address}")
+    print(f"protocol {c.protocol} v{c.protocol_version} (code sha256 "
+          f"{m['protocol']['code_sha256'][:16]}...)")
+    print("  parameters: " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())))
+    print(f"schema: {len(c.schema.features)} features, label {c.schema.label!r}")
+    print("revealed:")
+    for r in c.reveal:
+        print(f"  {r.name} -> {', '.join(r.to)}")
+    print(f"manifest digest {manifest.digest(m)}")
+    return 0
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
@@ -150,6 +217,8 @@ def cmd_local(args: argparse.Namespace) -> int:
     """Start N parties (and the dealer) locally running any protocol; print each result."""
     from parties.launcher import launch, party_names
 
+    if args.consortium:
+        return _local_consortium(args)
     if not 2 <= args.parties <= 8:
         raise ValueError(f"--parties {args.parties}: smpc runs 2 to 8 parties")
     _protocol(args.run)  # fail here, once, on an unknown protocol
@@ -166,6 +235,41 @@ def cmd_local(args: argparse.Namespace) -> int:
     return 0 if run.ok else EXIT_FAILED
 
 
+def _local_consortium(args: argparse.Namespace) -> int:
+    from parties import collaboration
+
+    out = collaboration.run_local(args.consortium, args.timeout,
+                                  echo=sys.stderr if args.verbose else None)
+    run, base = out["run"], out["baseline"]
+    results = {n: node.result for n, node in run.nodes.items()}
+    if not run.ok:
+        for name, node in run.nodes.items():
+            if run.returncodes[name] != 0:
+                last = next((ln for ln in reversed(node.lines) if ln.strip()), "no output")
+                print(f"  {name}: exit {run.returncodes[name]}: {last}", file=sys.stderr)
+        return EXIT_FAILED
+    parties = list(base["alone"])
+    metrics = next(r["revealed"]["metrics"] for r in results.values()
+                   if r and r.get("revealed", {}).get("metrics"))
+    print(f"{'':24} {'accuracy':>9} {'AUC':>7} {'F1':>7}")
+    rows = [("MPC (smpc)", metrics), ("pooled plaintext", base["pooled"])]
+    rows += [(f"{p} alone", base["alone"][p]) for p in parties]
+    for label, m in rows:
+        print(f"{label:24} {m['accuracy']:9.4f} {m['auc']:7.4f} {m['f1']:7.4f}")
+    timing = results[parties[0]]["timings"]
+    print(f"training + evaluation: {timing['protocol_seconds']:.1f} s per party, of which "
+          f"{timing['communication_seconds']:.1f} s waiting on the network "
+          f"({timing['rounds']} rounds)")
+    if args.json:
+        collaboration.write_json(args.json, {
+            "revealed": metrics and results[parties[0]]["revealed"],
+            "revealed_by_party": {p: results[p]["revealed"] for p in parties},
+            "baseline": base, "timings": {p: results[p]["timings"] for p in parties},
+            "wall_seconds": out["wall_seconds"],
+        })
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds any receive may wait for a peer (default 120)")
@@ -177,13 +281,19 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _node_args(p: argparse.ArgumentParser, with_name: bool) -> None:
+    p.add_argument("--consortium", help="the consortium file (replaces the flags below)")
     if with_name:
-        p.add_argument("--name", required=True, help="this party's name")
-    p.add_argument("--parties", required=True,
+        p.add_argument("--as", dest="as_", metavar="NAME",
+                       help="with --consortium: which party this is")
+        p.add_argument("--policy", help="with --consortium: this organization's policy file")
+        p.add_argument("--json", help="with --consortium: write what was revealed here")
+        p.add_argument("--log-json", action="store_true", help="progress as JSON lines")
+        p.add_argument("--name", help="this party's name")
+    p.add_argument("--parties",
                    help="all parties in rank order: name=host:port,... (or names under the "
                         "local launcher)")
     p.add_argument("--dealer", help="the dealer's host:port")
-    p.add_argument("--session", required=True, help="session id, the same on every node")
+    p.add_argument("--session", help="session id, the same on every node")
     p.add_argument("--listen", help="host:port to listen on (default: this node's address)")
     p.add_argument("--control", choices=["none", "stdin"], default="none",
                    help=argparse.SUPPRESS)
@@ -202,20 +312,30 @@ def parser() -> argparse.ArgumentParser:
     _common(st)
     st.set_defaults(func=cmd_selftest)
 
-    lo = sub.add_parser("local", help="run N parties + a dealer locally on any protocol")
-    lo.add_argument("--parties", type=int, default=3, help="number of parties, 2 to 8")
-    lo.add_argument("--run", default="selftest", help="protocol: selftest or module:function")
+    lo = sub.add_parser("local", help="run a consortium's parties + dealer locally")
+    lo.add_argument("consortium", nargs="?", help="consortium file (policies/<party>.toml "
+                    "beside it give each party's data)")
+    lo.add_argument("--json", help="write revealed outputs, baselines and timings here")
+    lo.add_argument("--verbose", action="store_true", help="show every node's output")
+    lo.add_argument("--parties", type=int, default=3,
+                    help="without a consortium: number of parties, 2 to 8")
+    lo.add_argument("--run", default="selftest",
+                    help="without a consortium: selftest or module:function")
     _common(lo)
     lo.set_defaults(func=cmd_local)
 
     dl = sub.add_parser("dealer", help="run the dealer of a session")
     _node_args(dl, with_name=False)
-    dl.set_defaults(func=cmd_node, name="dealer", run="selftest")
+    dl.set_defaults(func=cmd_node, name="dealer", run="selftest", as_=None)
 
     pa = sub.add_parser("party", help="run one party of a session")
     _node_args(pa, with_name=True)
     pa.add_argument("--run", default="selftest", help="protocol to run (default selftest)")
     pa.set_defaults(func=cmd_node)
+
+    mf = sub.add_parser("manifest", help="print what a consortium computes and reveals")
+    mf.add_argument("consortium")
+    mf.set_defaults(func=cmd_manifest)
 
     nd = sub.add_parser("node", help=argparse.SUPPRESS)
     _node_args(nd, with_name=True)
@@ -229,12 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # our errors say what gRPC's log lines would
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    from parties.manifest import ManifestError
     from parties.transport import PeerError, SettingError
+    from protocols.session import RevealError
 
-    where = getattr(args, "name", None) or args.command
+    where = getattr(args, "as_", None) or getattr(args, "name", None) or args.command
     try:
         return int(args.func(args))
-    except (PeerError, SettingError, ValueError, TimeoutError) as exc:
+    except (PeerError, SettingError, ValueError, TimeoutError, ManifestError,
+            RevealError) as exc:
         print(f"smpc {args.command} [{where}]: error: {exc}", file=sys.stderr, flush=True)
         if args.debug:
             traceback.print_exc()

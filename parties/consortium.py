@@ -43,6 +43,8 @@ class Schema:
     features: tuple[str, ...]
     label: str
     types: dict[str, str] = field(default_factory=dict)
+    # public, agreed value ranges: each party scales its own columns to [0, 1] with them
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,21 @@ def _schema(doc: dict[str, Any], where: _Where) -> Schema:
         if kind not in TYPES:
             raise where.error(f"[schema.types]: {col!r} has type {kind!r}; use one of "
                               f"{', '.join(TYPES)}", col)
-    return Schema(tuple(features), label, dict(types))
+    ranges_raw = raw.get("ranges", {})
+    if not isinstance(ranges_raw, dict):
+        raise where.error("[schema.ranges] must be a table", "ranges")
+    ranges = {}
+    for col, bounds in ranges_raw.items():
+        if col not in features:
+            raise where.error(f"[schema.ranges]: {col!r} is not a feature", col)
+        ok = (isinstance(bounds, list) and len(bounds) == 2
+              and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bounds)
+              and bounds[0] < bounds[1])
+        if not ok:
+            raise where.error(f"[schema.ranges]: {col!r} must be [low, high] with low < high",
+                              col)
+        ranges[col] = (float(bounds[0]), float(bounds[1]))
+    return Schema(tuple(features), label, dict(types), ranges)
 
 
 def _reveals(doc: dict[str, Any], where: _Where, parties: set[str]) -> tuple[Reveal, ...]:

@@ -51,6 +51,7 @@ def build(consortium: Consortium, protocol_module: types.ModuleType) -> dict[str
             "features": list(consortium.schema.features),
             "label": consortium.schema.label,
             "types": dict(sorted(consortium.schema.types.items())),
+            "ranges": {k: list(v) for k, v in sorted(consortium.schema.ranges.items())},
         },
         "reveal": [[r.name, list(r.to)] for r in consortium.reveal],
     }

@@ -64,10 +64,33 @@ class PartySession:
     public_seed: int
     communicator: Any
     on_progress: Callable[[str, dict[str, Any]], None] | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    reveal_to: dict[str, list[str]] = field(default_factory=dict)
+    train: Any = None
+    test: Any = None
 
     def progress(self, step: str, **fields: Any) -> None:
         if self.on_progress is not None:
             self.on_progress(step, fields)
+
+    def reveal(self, name: str, value: Any, to: list[str] | None = None) -> Any:
+        from protocols.session import RevealError
+
+        if name not in self.reveal_to:
+            declared = ", ".join(sorted(self.reveal_to)) or "none"
+            raise RevealError(f"'{name}' is not an output the manifest declares "
+                              f"(declared: {declared})")
+        recipients = list(self.reveal_to[name]) if to is None else list(to)
+        extra = [r for r in recipients if r not in self.reveal_to[name]]
+        if extra:
+            raise RevealError(f"the manifest reveals '{name}' to {self.reveal_to[name]}, "
+                              f"not to {extra}")
+        mine = None
+        for recipient in recipients:
+            plain = value.get_plain_text(dst=self.parties.index(recipient))
+            if recipient == self.name:
+                mine = plain
+        return mine
 
     def communication_stats(self) -> dict[str, Any]:
         return self.communicator.get_communication_stats()
@@ -116,8 +139,13 @@ def run_dealer(spec: NodeSpec, mesh: Mesh) -> dict[str, int]:
 
 
 def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any],
-              on_progress: Callable[[str, dict[str, Any]], None] | None = None) -> Any:
-    """Start CrypTen on the mesh, run `protocol`, shut down cleanly (or abort everyone)."""
+              on_progress: Callable[[str, dict[str, Any]], None] | None = None,
+              prepare: Callable[[PartySession], None] | None = None) -> Any:
+    """Start CrypTen on the mesh, run `protocol`, shut down cleanly (or abort everyone).
+
+    `prepare` fills the session (parameters, reveal list, private inputs) once
+    CrypTen is up and before the protocol runs; its errors abort every party.
+    """
     from parties.communicator import GrpcCommunicator
 
     try:
@@ -132,6 +160,8 @@ def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any
         crypten_adapter.start_party(comm, provider, name)
         session = PartySession(spec.name, comm.get_rank(), comm.get_world_size(), spec.parties,
                                spec.public_seed, comm, on_progress)
+        if prepare is not None:
+            prepare(session)
         comm.reset_communication_stats()
         tic = time.perf_counter()
         result = protocol(session)

@@ -92,3 +92,13 @@ def _cell(path: Path, line: int, column: str, text: str, kind: str) -> float:
     if kind == "binary" and value not in (0.0, 1.0):
         raise DataError(f"{path}:{line}: column {column!r}: {raw!r} is not 0 or 1")
     return value
+
+
+def scaled(table: Table, schema: Schema) -> Table:
+    """Scale each feature with a declared range to [0, 1] (public ranges, local rows)."""
+    x = table.features.clone()
+    for j, col in enumerate(schema.features):
+        if col in schema.ranges:
+            lo, hi = schema.ranges[col]
+            x[:, j] = (x[:, j] - lo) / (hi - lo)
+    return Table(table.path, x, table.labels)

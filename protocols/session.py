@@ -10,6 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
+
+
+class RevealError(PermissionError):
+    """A protocol tried to reveal something the manifest does not declare."""
+
+
+@dataclass(frozen=True)
+class PrivateTable:
+    """One party's own rows, already checked against the schema and scaled."""
+
+    features: torch.Tensor  # rows x features, float32
+    labels: torch.Tensor  # rows x 1, 0/1
+
 
 class Session(Protocol):
     """A running party, as a protocol sees it."""
@@ -19,9 +33,19 @@ class Session(Protocol):
     world_size: int
     parties: list[str]
     public_seed: int
+    parameters: dict[str, Any]
+    train: PrivateTable | None
+    test: PrivateTable | None
+
+    def reveal(self, name: str, value: Any, to: list[str] | None = None) -> Any:
+        """Open a CrypTen tensor to the parties the manifest names for `name`.
+
+        Returns the plaintext on those parties and None elsewhere; refuses any
+        name the manifest does not declare.
+        """
 
     def progress(self, step: str, **fields: Any) -> None:
-        """Report progress (a line per step on a terminal)."""
+        """Report progress (a line per step on a terminal, JSON lines with --log-json)."""
 
     def communication_stats(self) -> dict[str, Any]:
         """Rounds and real bytes this party sent and received so far."""

@@ -1,0 +1,153 @@
+"""A consortium run: one party, the dealer, or all of them locally with baselines.
+
+The order is the trust model's: read the consortium file and the local policy,
+connect, agree on the manifest with every node, and only then read the private
+data and start sharing. Errors before the handshake are local; errors after it
+are sent to every peer as an Abort.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import protocols
+from parties import handshake, manifest, runtime
+from parties.consortium import Consortium, Policy, load_consortium, load_policy
+from parties.tabular import load_table, scaled
+from parties.transport import LinkOptions
+from protocols.session import PrivateTable
+
+
+@dataclass
+class Outcome:
+    """What one party learned, and how long it took."""
+
+    party: str
+    digest: str
+    revealed: dict[str, Any]
+    seconds: float
+    stats: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"party": self.party, "manifest_digest": self.digest, "revealed": self.revealed,
+                "timings": {"protocol_seconds": self.seconds,
+                            "communication_seconds": self.stats.get("time"),
+                            "rounds": self.stats.get("rounds"),
+                            "bytes_sent": self.stats.get("bytes_sent"),
+                            "bytes_received": self.stats.get("bytes_received")}}
+
+
+def node_spec(consortium: Consortium, name: str, listen: str | None,
+              options: LinkOptions) -> runtime.NodeSpec:
+    addresses = {p.name: p.address for p in consortium.parties}
+    addresses[runtime.DEALER] = consortium.dealer
+    own = addresses.get(name)
+    return runtime.NodeSpec(
+        name=name, parties=consortium.party_names, session_id=consortium.name,
+        listen=listen or _listen_on(own or ""), addresses=addresses, options=options,
+        public_seed=0,
+    )
+
+
+def _listen_on(address: str) -> str:
+    """Listen on the port of this node's consortium address, on every interface."""
+    return "0.0.0.0:" + address.rpartition(":")[2]
+
+
+def _table(path: Path | None, consortium: Consortium, what: str) -> PrivateTable:
+    if path is None:
+        raise ValueError(f"the policy names no {what} file")
+    t = scaled(load_table(path, consortium.schema), consortium.schema)
+    return PrivateTable(t.features, t.labels)
+
+
+def run_party(consortium_path: str, name: str, policy_path: str, listen: str | None,
+              options: LinkOptions, control: bool, on_progress: Any = None) -> Outcome:
+    """One organization's party: handshake, then its data, then the protocol."""
+    consortium = load_consortium(consortium_path)
+    policy = load_policy(policy_path)
+    consortium.address_of(name)
+    module = protocols.load(consortium.protocol)
+    module.parameters(consortium.parameters)  # a bad parameter fails here, before connecting
+    mine = manifest.build(consortium, module)
+    objection = manifest.policy_objection(mine, policy, name)
+    spec = node_spec(consortium, name, listen, options)
+    mesh = runtime.open_mesh(spec, control_in=sys.stdin if control else None)
+    try:
+        digest = handshake.agree(mesh, mine, objection)
+    except BaseException as exc:
+        mesh.abort(str(exc))
+        raise
+
+    def prepare(session: runtime.PartySession) -> None:
+        session.parameters = module.parameters(consortium.parameters)
+        session.reveal_to = {r.name: list(r.to) for r in consortium.reveal}
+        session.train = _table(policy.data, consortium, "training data")
+        session.test = _table(policy.test_data, consortium, "test data")
+
+    revealed, seconds, stats = runtime.run_party(spec, mesh, module.run, on_progress, prepare)
+    return Outcome(name, digest, revealed, seconds, stats)
+
+
+def run_dealer(consortium_path: str, listen: str | None, options: LinkOptions,
+               control: bool) -> dict[str, int]:
+    """The dealer of a consortium: agrees on the manifest, then serves randomness."""
+    consortium = load_consortium(consortium_path)
+    module = protocols.load(consortium.protocol)
+    spec = node_spec(consortium, runtime.DEALER, listen, options)
+    mesh = runtime.open_mesh(spec, control_in=sys.stdin if control else None)
+    try:
+        handshake.agree(mesh, manifest.build(consortium, module), None)
+    except BaseException as exc:
+        mesh.abort(str(exc))
+        raise
+    return runtime.run_dealer(spec, mesh)
+
+
+def policy_path(consortium: Consortium, party: str) -> Path:
+    """Where `smpc local` finds a party's policy: policies/<party>.toml beside the file."""
+    return consortium.path.parent / "policies" / f"{party}.toml"
+
+
+def baselines(consortium: Consortium, policies: dict[str, Policy]) -> dict[str, Any]:
+    """Pooled plaintext and each party alone (local mode only: it can see all data)."""
+    module = protocols.load(consortium.protocol)
+    train = {p: _table(pol.data, consortium, "training data") for p, pol in policies.items()}
+    test = {p: _table(pol.test_data, consortium, "test data") for p, pol in policies.items()}
+    all_test = [(t.features, t.labels) for t in test.values()]
+    pooled = module.plaintext([(t.features, t.labels) for t in train.values()], all_test,
+                              consortium.parameters)
+    alone = {p: module.plaintext([(t.features, t.labels)], all_test, consortium.parameters)
+             for p, t in train.items()}
+    return {"pooled": pooled, "alone": alone}
+
+
+def run_local(consortium_path: str, timeout: float, echo: Any) -> dict[str, Any]:
+    """Every party and the dealer of a consortium on loopback, plus plaintext baselines."""
+    from parties.launcher import launch
+
+    consortium = load_consortium(consortium_path)
+    policies = {p: load_policy(policy_path(consortium, p)) for p in consortium.party_names}
+    base = baselines(consortium, policies)  # also validates every data file up front
+    commands = {}
+    for p in consortium.party_names:
+        commands[p] = [sys.executable, "-m", "parties.cli", "party", "--consortium",
+                       str(consortium.path), "--as", p, "--policy", str(policies[p].path),
+                       "--listen", "127.0.0.1:0", "--control", "stdin",
+                       "--timeout", str(timeout)]
+    commands[runtime.DEALER] = [sys.executable, "-m", "parties.cli", "dealer", "--consortium",
+                                str(consortium.path), "--listen", "127.0.0.1:0",
+                                "--control", "stdin", "--timeout", str(timeout)]
+    tic = time.perf_counter()
+    run = launch(consortium.party_names, "", timeout=timeout + 120, echo=echo, hold=commands)
+    wall = time.perf_counter() - tic
+    return {"run": run, "baseline": base, "wall_seconds": wall}
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
