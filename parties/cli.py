@@ -70,6 +70,7 @@ def _spec(args: argparse.Namespace, name: str) -> Any:
     return NodeSpec(
         name=name, parties=parties, session_id=args.session, listen=listen,
         addresses=addresses, provider=args.provider, options=_options(args),
+        torch_threads=args.threads,
         public_seed=int.from_bytes(args.session.encode()[:8].ljust(8, b"\0"), "little") % 2**31,
     )
 
@@ -115,7 +116,8 @@ def _consortium_node(args: argparse.Namespace) -> int:
     options = _options(args)
     control = args.control == "stdin"
     if args.command == "dealer":
-        served = collaboration.run_dealer(args.consortium, args.listen, options, control)
+        served = collaboration.run_dealer(args.consortium, args.listen, options, control,
+                                          args.threads)
         print(f"dealer served {sum(served.values())} requests", flush=True)
         print(f"{RESULT} {json.dumps({'served': served})}", flush=True)
         return 0
@@ -123,7 +125,7 @@ def _consortium_node(args: argparse.Namespace) -> int:
         raise ValueError("smpc party --consortium needs --as NAME and --policy POLICY.toml")
     progress = _json_progress if args.log_json else (None if args.quiet else _print_progress)
     outcome = collaboration.run_party(args.consortium, args.as_, args.policy, args.listen,
-                                      options, control, progress)
+                                      options, control, progress, args.threads)
     data = outcome.as_json()
     if args.json:
         collaboration.write_json(args.json, data)
@@ -275,6 +277,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="seconds any receive may wait for a peer (default 120)")
     p.add_argument("--connect-timeout", type=float, default=30.0,
                    help="seconds to wait for every peer to connect (default 30)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per process (default: torch's choice)")
     p.add_argument("--provider", default="dealer",
                    choices=["dealer", "insecure-trusted-first-party"],
                    help="where correlated randomness comes from; the second is for tests only")

@@ -43,14 +43,14 @@ class Outcome:
 
 
 def node_spec(consortium: Consortium, name: str, listen: str | None,
-              options: LinkOptions) -> runtime.NodeSpec:
+              options: LinkOptions, threads: int = 0) -> runtime.NodeSpec:
     addresses = {p.name: p.address for p in consortium.parties}
     addresses[runtime.DEALER] = consortium.dealer
     own = addresses.get(name)
     return runtime.NodeSpec(
         name=name, parties=consortium.party_names, session_id=consortium.name,
         listen=listen or _listen_on(own or ""), addresses=addresses, options=options,
-        public_seed=0,
+        public_seed=0, torch_threads=threads,
     )
 
 
@@ -67,7 +67,8 @@ def _table(path: Path | None, consortium: Consortium, what: str) -> PrivateTable
 
 
 def run_party(consortium_path: str, name: str, policy_path: str, listen: str | None,
-              options: LinkOptions, control: bool, on_progress: Any = None) -> Outcome:
+              options: LinkOptions, control: bool, on_progress: Any = None,
+              threads: int = 0) -> Outcome:
     """One organization's party: handshake, then its data, then the protocol."""
     consortium = load_consortium(consortium_path)
     policy = load_policy(policy_path)
@@ -76,7 +77,7 @@ def run_party(consortium_path: str, name: str, policy_path: str, listen: str | N
     module.parameters(consortium.parameters)  # a bad parameter fails here, before connecting
     mine = manifest.build(consortium, module)
     objection = manifest.policy_objection(mine, policy, name)
-    spec = node_spec(consortium, name, listen, options)
+    spec = node_spec(consortium, name, listen, options, threads)
     mesh = runtime.open_mesh(spec, control_in=sys.stdin if control else None)
     try:
         digest = handshake.agree(mesh, mine, objection)
@@ -95,11 +96,11 @@ def run_party(consortium_path: str, name: str, policy_path: str, listen: str | N
 
 
 def run_dealer(consortium_path: str, listen: str | None, options: LinkOptions,
-               control: bool) -> dict[str, int]:
+               control: bool, threads: int = 0) -> dict[str, int]:
     """The dealer of a consortium: agrees on the manifest, then serves randomness."""
     consortium = load_consortium(consortium_path)
     module = protocols.load(consortium.protocol)
-    spec = node_spec(consortium, runtime.DEALER, listen, options)
+    spec = node_spec(consortium, runtime.DEALER, listen, options, threads)
     mesh = runtime.open_mesh(spec, control_in=sys.stdin if control else None)
     try:
         handshake.agree(mesh, manifest.build(consortium, module), None)
@@ -139,10 +140,11 @@ def run_local(consortium_path: str, timeout: float, echo: Any) -> dict[str, Any]
         commands[p] = [sys.executable, "-m", "parties.cli", "party", "--consortium",
                        str(consortium.path), "--as", p, "--policy", str(policies[p].path),
                        "--listen", "127.0.0.1:0", "--control", "stdin",
-                       "--timeout", str(timeout)]
+                       "--timeout", str(timeout), "--threads", "1"]
     commands[runtime.DEALER] = [sys.executable, "-m", "parties.cli", "dealer", "--consortium",
                                 str(consortium.path), "--listen", "127.0.0.1:0",
-                                "--control", "stdin", "--timeout", str(timeout)]
+                                "--control", "stdin", "--timeout", str(timeout),
+                                "--threads", "1"]
     tic = time.perf_counter()
     run = launch(consortium.party_names, "", timeout=timeout + 120, echo=echo, hold=commands)
     wall = time.perf_counter() - tic

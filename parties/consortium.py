@@ -10,6 +10,7 @@ Every error names the file, the line where it can be found, and what is wrong.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -262,7 +263,7 @@ def load_policy(path: str | Path) -> Policy:
     base = path.parent
 
     def resolve(p: Path) -> Path:
-        return p if p.is_absolute() else base / p
+        return p if p.is_absolute() else Path(os.path.normpath(base / p))
 
     return Policy(path=path, party=party, data=resolve(data),
                   test_data=resolve(Path(test)) if isinstance(test, str) else None,

@@ -63,7 +63,8 @@ def node_command(name: str, parties: list[str], session_id: str, protocol: str, 
     return [
         sys.executable, "-m", "parties.cli", "node", "--name", name,
         "--parties", ",".join(parties), "--session", session_id, "--listen", "127.0.0.1:0",
-        "--control", "stdin", "--run", protocol, "--provider", provider, *(extra or []),
+        "--control", "stdin", "--run", protocol, "--provider", provider, "--threads", "1",
+        *(extra or []),
     ]
 
 

@@ -39,6 +39,7 @@ class NodeSpec:
     provider: str = "dealer"
     options: LinkOptions = field(default_factory=LinkOptions)
     public_seed: int = 0
+    torch_threads: int = 0  # 0: torch's default; the local launcher uses 1 (many nodes, few cores)
 
     @property
     def uses_dealer(self) -> bool:
@@ -111,6 +112,10 @@ def open_mesh(spec: NodeSpec, control_in: TextIO | None = None,
               control_out: TextIO | None = None) -> Mesh:
     """Bind, rendezvous (when listening on port 0 under the launcher) and connect."""
     _validate(spec)
+    if spec.torch_threads:
+        import torch
+
+        torch.set_num_threads(spec.torch_threads)
     mesh = Mesh(spec.name, spec.peers, spec.order, spec.session_id, spec.options)
     port = mesh.bind(spec.listen)
     addresses = dict(spec.addresses)
@@ -164,7 +169,7 @@ def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any
             prepare(session)
         comm.reset_communication_stats()
         tic = time.perf_counter()
-        result = protocol(session)
+        result = _profiled(protocol, session)
         elapsed = time.perf_counter() - tic
         comm.barrier()  # everything each party sent has arrived before anyone closes
     except BaseException as exc:
@@ -176,3 +181,19 @@ def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any
     crypten_adapter.stop_party()
     mesh.close()
     return result, elapsed, stats
+
+
+def _profiled(protocol: Callable[[PartySession], Any], session: PartySession) -> Any:
+    """Run the protocol; with SMPC_PROFILE=PREFIX set, write a cProfile to PREFIX.<party>."""
+    import os
+
+    prefix = os.environ.get("SMPC_PROFILE")
+    if not prefix:
+        return protocol(session)
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(protocol, session)
+    finally:
+        profiler.dump_stats(f"{prefix}.{session.name}")
