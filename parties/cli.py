@@ -125,7 +125,8 @@ def _consortium_node(args: argparse.Namespace) -> int:
         raise ValueError("smpc party --consortium needs --as NAME and --policy POLICY.toml")
     progress = _json_progress if args.log_json else (None if args.quiet else _print_progress)
     outcome = collaboration.run_party(args.consortium, args.as_, args.policy, args.listen,
-                                      options, control, progress, args.threads)
+                                      options, control, progress, args.threads,
+                                      args.checkpoint_dir, args.resume, args.out)
     data = outcome.as_json()
     if args.json:
         collaboration.write_json(args.json, data)
@@ -292,6 +293,13 @@ def _node_args(p: argparse.ArgumentParser, with_name: bool) -> None:
         p.add_argument("--policy", help="with --consortium: this organization's policy file")
         p.add_argument("--json", help="with --consortium: write what was revealed here")
         p.add_argument("--log-json", action="store_true", help="progress as JSON lines")
+        p.add_argument("--checkpoint-dir",
+                       help="with --consortium: where this party keeps its shares after each "
+                            "epoch (default: checkpoints/<consortium>/<party>)")
+        p.add_argument("--resume", action="store_true",
+                       help="with --consortium: continue from the newest common checkpoint")
+        p.add_argument("--out", help="with --consortium: where a weights recipient saves the "
+                                     "model (default: out/<consortium>/<party>)")
         p.add_argument("--name", help="this party's name")
     p.add_argument("--parties",
                    help="all parties in rank order: name=host:port,... (or names under the "

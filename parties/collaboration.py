@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import protocols
 from parties import handshake, manifest, runtime
+from parties.checkpoint import Checkpoints
 from parties.consortium import Consortium, Policy, load_consortium, load_policy
 from parties.tabular import load_table, scaled
 from parties.transport import LinkOptions
@@ -68,7 +71,8 @@ def _table(path: Path | None, consortium: Consortium, what: str) -> PrivateTable
 
 def run_party(consortium_path: str, name: str, policy_path: str, listen: str | None,
               options: LinkOptions, control: bool, on_progress: Any = None,
-              threads: int = 0) -> Outcome:
+              threads: int = 0, checkpoint_dir: str | None = None, resume: bool = False,
+              out_dir: str | None = None) -> Outcome:
     """One organization's party: handshake, then its data, then the protocol."""
     consortium = load_consortium(consortium_path)
     policy = load_policy(policy_path)
@@ -85,14 +89,40 @@ def run_party(consortium_path: str, name: str, policy_path: str, listen: str | N
         mesh.abort(str(exc))
         raise
 
+    folder = Path(checkpoint_dir or Path("checkpoints") / consortium.name / name)
+
     def prepare(session: runtime.PartySession) -> None:
+        session.checkpoints = Checkpoints(folder, digest, resume)
         session.parameters = module.parameters(consortium.parameters)
         session.reveal_to = {r.name: list(r.to) for r in consortium.reveal}
         session.train = _table(policy.data, consortium, "training data")
         session.test = _table(policy.test_data, consortium, "test data")
 
     revealed, seconds, stats = runtime.run_party(spec, mesh, module.run, on_progress, prepare)
-    return Outcome(name, digest, revealed, seconds, stats)
+    outcome = Outcome(name, digest, revealed, seconds, stats)
+    if revealed.get("weights") is not None:
+        save_model(Path(out_dir) if out_dir else Path("out") / consortium.name / name,
+                   consortium, outcome)
+    return outcome
+
+
+def save_model(folder: Path, consortium: Consortium, outcome: Outcome) -> None:
+    """A plain PyTorch state dict (nn.Linear) plus JSON metadata, for the weights' recipients."""
+    weights = torch.tensor(outcome.revealed["weights"], dtype=torch.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"weight": weights[:-1].reshape(1, -1), "bias": weights[-1:].clone()}
+    torch.save(state, folder / "model.pt")
+    meta = {
+        "model": "torch.nn.Linear(in_features, 1) followed by a sigmoid",
+        "in_features": int(weights.numel() - 1),
+        "features": list(consortium.schema.features), "label": consortium.schema.label,
+        "feature_ranges": {k: list(v) for k, v in consortium.schema.ranges.items()},
+        "scaling": "x' = (x - low) / (high - low) for every feature with a range",
+        "consortium": consortium.name, "protocol": consortium.protocol,
+        "parameters": consortium.parameters, "manifest_digest": outcome.digest,
+        "metrics": outcome.revealed.get("metrics"),
+    }
+    (folder / "model.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
 
 def run_dealer(consortium_path: str, listen: str | None, options: LinkOptions,

@@ -69,6 +69,14 @@ class PartySession:
     reveal_to: dict[str, list[str]] = field(default_factory=dict)
     train: Any = None
     test: Any = None
+    checkpoints: Any = None  # parties.checkpoint.Checkpoints, or None
+
+    def checkpoint(self, step: int, state: dict[str, Any]) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.save(step, state)
+
+    def restore(self) -> tuple[int, dict[str, Any]] | None:
+        return None if self.checkpoints is None else self.checkpoints.restore(self.communicator)
 
     def progress(self, step: str, **fields: Any) -> None:
         if self.on_progress is not None:

@@ -57,13 +57,20 @@ def run(session: Session) -> dict[str, Any]:
     rows, features = x.size(0), x.size(1)
     w = crypten.cryptensor(torch.zeros(features, 1), src=0)
     b = crypten.cryptensor(torch.zeros(1), src=0)
-    for epoch in range(p["epochs"]):
+    start = 0
+    restored = session.restore()
+    if restored is not None:
+        start, state = restored
+        w, b = state["w"], state["b"]
+        session.progress("resumed", epoch=start, of=p["epochs"])
+    for epoch in range(start, p["epochs"]):
         for start, end in batches(rows, p["batch_size"]):
             xb, yb = x[start:end], y[start:end]
             err = (xb.matmul(w) + b).sigmoid() - yb
             step = p["learning_rate"] / (end - start)
             w = w - xb.t().matmul(err) * step
             b = b - err.sum(0) * step
+        session.checkpoint(epoch + 1, {"w": w, "b": b})
         session.progress("epoch", epoch=epoch + 1, of=p["epochs"])
     xt, yt = _share_rows(crypten, session, session.test)
     scores = (xt.matmul(w) + b).sigmoid()

@@ -47,6 +47,12 @@ class Session(Protocol):
     def progress(self, step: str, **fields: Any) -> None:
         """Report progress (a line per step on a terminal, JSON lines with --log-json)."""
 
+    def checkpoint(self, step: int, state: dict[str, Any]) -> None:
+        """Store this party's shares of `state` (CrypTen tensors) as of `step` (if enabled)."""
+
+    def restore(self) -> tuple[int, dict[str, Any]] | None:
+        """With --resume: the latest step every party has stored, and its state; else None."""
+
     def communication_stats(self) -> dict[str, Any]:
         """Rounds and real bytes this party sent and received so far."""
 

@@ -1,4 +1,4 @@
-"""The hospitals consortium end to end: results, manifest refusals, bad data, real separate parties."""
+"""The hospitals consortium end to end: results, refusals, bad data, separate parties."""
 
 from __future__ import annotations
 
@@ -197,3 +197,67 @@ def test_separate_party_processes_match_local(tmp_path: Path,
     assert got["accuracy"] == pytest.approx(want["accuracy"], abs=1e-3)
     assert got["auc"] == pytest.approx(want["auc"], abs=2e-3)
     assert json.loads(outs["hospital-a"].read_text())["revealed"]["weights"] is not None
+
+
+def test_resume_after_a_party_is_killed(tmp_path: Path, local_result: dict[str, Any]) -> None:
+    """kill -9 one party mid-training; all fail naming it; --resume on all reaches the result."""
+    import os
+    import signal
+    import time
+
+    base = _copy_example(tmp_path)
+    text = (base / "consortium.toml").read_text()
+    for old, new in zip(["7100", "7101", "7102", "7103"], map(str, _free_ports(4)), strict=True):
+        text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+    consortium = base / "consortium.toml"
+    consortium.write_text(text)
+
+    def start(resume: bool) -> dict[str, subprocess.Popen[str]]:
+        extra = ["--resume"] if resume else []
+        procs = {"dealer": subprocess.Popen(
+            [sys.executable, "-m", "parties.cli", "dealer", "--consortium", str(consortium),
+             "--timeout", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=tmp_path)}
+        for p in PARTIES:
+            procs[p] = subprocess.Popen(
+                [sys.executable, "-m", "parties.cli", "party", "--consortium", str(consortium),
+                 "--as", p, "--policy", str(base / "policies" / f"{p}.toml"), "--log-json",
+                 "--json", str(tmp_path / f"{p}.json"), "--timeout", "20", *extra],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        return procs
+
+    procs = start(resume=False)
+    try:
+        victim = procs["hospital-b"]
+        assert victim.stdout is not None
+        deadline = time.monotonic() + 240
+        for line in victim.stdout:
+            if '"epoch": 4' in line or time.monotonic() > deadline:
+                break
+        os.kill(victim.pid, signal.SIGKILL)
+        for name in ("hospital-a", "hospital-c", "dealer"):
+            rc = procs[name].wait(timeout=60)
+            out = procs[name].stdout.read()
+            assert rc != 0 and "hospital-b" in out, f"{name} exited {rc}: {out[-300:]}"
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    saved = sorted((tmp_path / "checkpoints" / "hospitals" / "hospital-a").glob("step-*.pt"))
+    assert saved, "no checkpoint was written"
+
+    procs = start(resume=True)
+    try:
+        for name, proc in procs.items():
+            assert proc.wait(timeout=300) == 0, f"{name}: {proc.stdout.read()[-500:]}"
+        log = procs["hospital-a"].stdout.read()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    assert '"event": "resumed"' in log
+    got = json.loads((tmp_path / "hospital-a.json").read_text())["revealed"]["metrics"]
+    want = local_result["revealed"]["metrics"]
+    assert got["accuracy"] == pytest.approx(want["accuracy"], abs=1e-3)
+    assert got["auc"] == pytest.approx(want["auc"], abs=2e-3)
+    assert (tmp_path / "out" / "hospitals" / "hospital-a" / "model.pt").exists()
