@@ -76,6 +76,15 @@ def _spec(args: argparse.Namespace, name: str) -> Any:
 
 
 def _print_progress(step: str, fields: dict[str, Any]) -> None:
+    """A progress bar on a terminal for epoch-like steps; one line per step otherwise."""
+    done, total = fields.get("epoch"), fields.get("of")
+    if sys.stdout.isatty() and isinstance(done, int) and isinstance(total, int) and total:
+        width = 30
+        filled = width * done // total
+        end = "\n" if done >= total else ""
+        print(f"\r{step} {done}/{total} [{'#' * filled}{'.' * (width - filled)}]", end=end,
+              flush=True)
+        return
     extra = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in fields.items())
     print(f"{step}: {extra}", flush=True)
