@@ -131,22 +131,22 @@ def correction(kind: str, gens: Sequence[torch.Generator], req: dict[str, Any]) 
 
 
 def sum_shares(ts: Sequence[torch.Tensor], like: torch.Tensor | None = None) -> torch.Tensor:
-    if not ts:
-        assert like is not None
-        return torch.zeros_like(like)
-    out = ts[0].clone()
-    for t in ts[1:]:
-        out += t
-    return out
+    """Sum of additive shares (zeros shaped like `like` when there are none)."""
+    return _combine(ts, like, torch.Tensor.add_)
 
 
 def xor_shares(ts: Sequence[torch.Tensor], like: torch.Tensor | None = None) -> torch.Tensor:
+    """XOR of binary shares (zeros shaped like `like` when there are none)."""
+    return _combine(ts, like, torch.Tensor.bitwise_xor_)
+
+
+def _combine(ts: Sequence[torch.Tensor], like: torch.Tensor | None, op: Any) -> torch.Tensor:
     if not ts:
         assert like is not None
         return torch.zeros_like(like)
     out = ts[0].clone()
     for t in ts[1:]:
-        out ^= t
+        op(out, t)
     return out
 
 

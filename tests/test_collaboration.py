@@ -65,6 +65,16 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _on_free_ports(tmp: Path) -> Path:
+    """A copy of the example whose consortium file lists free loopback ports."""
+    consortium = _copy_example(tmp) / "consortium.toml"
+    text = consortium.read_text()
+    for old, new in zip(["7100", "7101", "7102", "7103"], map(str, _free_ports(4)), strict=True):
+        text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+    consortium.write_text(text)
+    return consortium
+
+
 def _run(consortia: dict[str, Path], policies: dict[str, Path], timeout: float = 120,
          env: dict[str, dict[str, str]] | None = None) -> LocalRun:
     """Each node with its own copy of the consortium file, through the local launcher."""
@@ -169,12 +179,8 @@ def test_reveal_refuses_undeclared_names() -> None:
 def test_separate_party_processes_match_local(tmp_path: Path,
                                               local_result: dict[str, Any]) -> None:
     """Three `smpc party` commands and a dealer, as three organizations would run them."""
-    base = _copy_example(tmp_path)
-    text = (base / "consortium.toml").read_text()
-    for old, new in zip(["7100", "7101", "7102", "7103"], map(str, _free_ports(4)), strict=True):
-        text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
-    consortium = base / "consortium.toml"
-    consortium.write_text(text)
+    consortium = _on_free_ports(tmp_path)
+    base = consortium.parent
     procs = {"dealer": subprocess.Popen(
         [sys.executable, "-m", "parties.cli", "dealer", "--consortium", str(consortium)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)}
@@ -205,12 +211,8 @@ def test_resume_after_a_party_is_killed(tmp_path: Path, local_result: dict[str, 
     import signal
     import time
 
-    base = _copy_example(tmp_path)
-    text = (base / "consortium.toml").read_text()
-    for old, new in zip(["7100", "7101", "7102", "7103"], map(str, _free_ports(4)), strict=True):
-        text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
-    consortium = base / "consortium.toml"
-    consortium.write_text(text)
+    consortium = _on_free_ports(tmp_path)
+    base = consortium.parent
 
     def start(resume: bool) -> dict[str, subprocess.Popen[str]]:
         extra = ["--resume"] if resume else []
