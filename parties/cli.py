@@ -126,7 +126,7 @@ def _consortium_node(args: argparse.Namespace) -> int:
     control = args.control == "stdin"
     if args.command == "dealer":
         served = collaboration.run_dealer(args.consortium, args.listen, options, control,
-                                          args.threads)
+                                          args.threads, args.key, args.cert, args.insecure)
         print(f"dealer served {sum(served.values())} requests", flush=True)
         print(f"{RESULT} {json.dumps({'served': served})}", flush=True)
         return 0
@@ -135,7 +135,8 @@ def _consortium_node(args: argparse.Namespace) -> int:
     progress = _json_progress if args.log_json else (None if args.quiet else _print_progress)
     outcome = collaboration.run_party(args.consortium, args.as_, args.policy, args.listen,
                                       options, control, progress, args.threads,
-                                      args.checkpoint_dir, args.resume, args.out)
+                                      args.checkpoint_dir, args.resume, args.out,
+                                      args.insecure)
     data = outcome.as_json()
     if args.json:
         collaboration.write_json(args.json, data)
@@ -156,6 +157,23 @@ def _print_revealed(party: str, revealed: dict[str, Any]) -> None:
             f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     if revealed.get("weights") is not None:
         print(f"{party} learned the weights ({len(revealed['weights'])} values)")
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    """Development CA + one key/certificate per party and the dealer (keys mode 0600)."""
+    from pathlib import Path
+
+    from parties import certs
+    from parties.consortium import load_consortium
+
+    c = load_consortium(args.consortium)
+    out = Path(args.out) if args.out else (c.ca_path.parent if c.ca_path else None)
+    if out is None:
+        raise ValueError(f"{c.path}: no [consortium] ca to place the certificates; use --out")
+    written = certs.generate(c.name, [*c.party_names, "dealer"], out, args.days)
+    print(f"wrote {len(written)} files to {out}: ca.pem, and <name>.pem + <name>.key for "
+          f"{', '.join([*c.party_names, 'dealer'])} (keys are mode 0600; do not commit them)")
+    return 0
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
@@ -251,7 +269,8 @@ def _local_consortium(args: argparse.Namespace) -> int:
     from parties import collaboration
 
     out = collaboration.run_local(args.consortium, args.timeout,
-                                  echo=sys.stderr if args.verbose else None)
+                                  echo=sys.stderr if args.verbose else None,
+                                  insecure=args.insecure)
     run, base = out["run"], out["baseline"]
     results = {n: node.result for n, node in run.nodes.items()}
     if not run.ok:
@@ -296,6 +315,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _node_args(p: argparse.ArgumentParser, with_name: bool) -> None:
     p.add_argument("--consortium", help="the consortium file (replaces the flags below)")
+    p.add_argument("--insecure", action="store_true",
+                   help="plaintext links without certificates (only if every address is "
+                        "on loopback)")
+    if not with_name:
+        p.add_argument("--key", help="with --consortium: the dealer's key (default: dealer.key "
+                                     "beside the CA)")
+        p.add_argument("--cert", help="with --consortium: the dealer's certificate")
     if with_name:
         p.add_argument("--as", dest="as_", metavar="NAME",
                        help="with --consortium: which party this is")
@@ -338,6 +364,8 @@ def parser() -> argparse.ArgumentParser:
                     "beside it give each party's data)")
     lo.add_argument("--json", help="write revealed outputs, baselines and timings here")
     lo.add_argument("--verbose", action="store_true", help="show every node's output")
+    lo.add_argument("--insecure", action="store_true",
+                    help="plaintext links without certificates (loopback only)")
     lo.add_argument("--parties", type=int, default=3,
                     help="without a consortium: number of parties, 2 to 8")
     lo.add_argument("--run", default="selftest",
@@ -353,6 +381,12 @@ def parser() -> argparse.ArgumentParser:
     _node_args(pa, with_name=True)
     pa.add_argument("--run", default="selftest", help="protocol to run (default selftest)")
     pa.set_defaults(func=cmd_node)
+
+    ce = sub.add_parser("certs", help="create a development CA and node certificates")
+    ce.add_argument("consortium")
+    ce.add_argument("--out", help="folder (default: where the consortium's ca points)")
+    ce.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    ce.set_defaults(func=cmd_certs)
 
     mf = sub.add_parser("manifest", help="print what a consortium computes and reveals")
     mf.add_argument("consortium")

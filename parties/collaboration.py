@@ -22,7 +22,7 @@ from parties import handshake, manifest, runtime
 from parties.checkpoint import Checkpoints
 from parties.consortium import Consortium, Policy, load_consortium, load_policy
 from parties.tabular import load_table, scaled
-from parties.transport import LinkOptions
+from parties.transport import LinkOptions, TlsIdentity
 from protocols.session import PrivateTable
 
 
@@ -45,15 +45,44 @@ class Outcome:
                             "bytes_received": self.stats.get("bytes_received")}}
 
 
+class TlsSettingError(ValueError):
+    """TLS is asked for (or missing) in a way that cannot work."""
+
+
+def tls_identity(consortium: Consortium, name: str, key: Path | None, cert: Path | None,
+                 insecure: bool) -> TlsIdentity | None:
+    """This node's TLS identity, or None for plaintext (only with --insecure, on loopback)."""
+    if insecure:
+        if not consortium.all_loopback():
+            raise TlsSettingError("--insecure is allowed only when every address in "
+                                  f"{consortium.path} is on loopback")
+        print(f"WARNING: [{name}] --insecure: links are plaintext and unauthenticated "
+              "(loopback only)", file=sys.stderr, flush=True)
+        return None
+    ca = consortium.ca_path
+    if ca is None:
+        raise TlsSettingError(f"{consortium.path}: the consortium names no CA ([consortium] ca):"
+                              " create one with `smpc certs`, or run with --insecure on "
+                              "loopback")
+    key = key or ca.parent / f"{name}.key"
+    cert = cert or ca.parent / f"{name}.pem"
+    for what, path in (("CA certificate", ca), ("key", key), ("certificate", cert)):
+        if not path.is_file():
+            raise TlsSettingError(f"{what} {path} not found (for development: smpc certs "
+                                  f"{consortium.path})")
+    return TlsIdentity(ca.read_bytes(), key.read_bytes(), cert.read_bytes())
+
+
 def node_spec(consortium: Consortium, name: str, listen: str | None,
-              options: LinkOptions, threads: int = 0) -> runtime.NodeSpec:
+              options: LinkOptions, threads: int = 0,
+              tls: TlsIdentity | None = None) -> runtime.NodeSpec:
     addresses = {p.name: p.address for p in consortium.parties}
     addresses[runtime.DEALER] = consortium.dealer
     own = addresses.get(name)
     return runtime.NodeSpec(
         name=name, parties=consortium.party_names, session_id=consortium.name,
         listen=listen or _listen_on(own or ""), addresses=addresses, options=options,
-        public_seed=0, torch_threads=threads,
+        public_seed=0, torch_threads=threads, tls=tls,
     )
 
 
@@ -72,7 +101,7 @@ def _table(path: Path | None, consortium: Consortium, what: str) -> PrivateTable
 def run_party(consortium_path: str, name: str, policy_path: str, listen: str | None,
               options: LinkOptions, control: bool, on_progress: Any = None,
               threads: int = 0, checkpoint_dir: str | None = None, resume: bool = False,
-              out_dir: str | None = None) -> Outcome:
+              out_dir: str | None = None, insecure: bool = False) -> Outcome:
     """One organization's party: handshake, then its data, then the protocol."""
     consortium = load_consortium(consortium_path)
     policy = load_policy(policy_path)
@@ -81,7 +110,8 @@ def run_party(consortium_path: str, name: str, policy_path: str, listen: str | N
     module.parameters(consortium.parameters)  # a bad parameter fails here, before connecting
     mine = manifest.build(consortium, module)
     objection = manifest.policy_objection(mine, policy, name)
-    spec = node_spec(consortium, name, listen, options, threads)
+    tls = tls_identity(consortium, name, policy.key, policy.cert, insecure)
+    spec = node_spec(consortium, name, listen, options, threads, tls)
     mesh = runtime.open_mesh(spec, control_in=sys.stdin if control else None)
     try:
         digest = handshake.agree(mesh, mine, objection)
@@ -126,11 +156,14 @@ def save_model(folder: Path, consortium: Consortium, outcome: Outcome) -> None:
 
 
 def run_dealer(consortium_path: str, listen: str | None, options: LinkOptions,
-               control: bool, threads: int = 0) -> dict[str, int]:
+               control: bool, threads: int = 0, key: str | None = None,
+               cert: str | None = None, insecure: bool = False) -> dict[str, int]:
     """The dealer of a consortium: agrees on the manifest, then serves randomness."""
     consortium = load_consortium(consortium_path)
     module = protocols.load(consortium.protocol)
-    spec = node_spec(consortium, runtime.DEALER, listen, options, threads)
+    tls = tls_identity(consortium, runtime.DEALER, Path(key) if key else None,
+                       Path(cert) if cert else None, insecure)
+    spec = node_spec(consortium, runtime.DEALER, listen, options, threads, tls)
     mesh = runtime.open_mesh(spec, control_in=sys.stdin if control else None)
     try:
         handshake.agree(mesh, manifest.build(consortium, module), None)
@@ -158,11 +191,27 @@ def baselines(consortium: Consortium, policies: dict[str, Policy]) -> dict[str, 
     return {"pooled": pooled, "alone": alone}
 
 
-def run_local(consortium_path: str, timeout: float, echo: Any) -> dict[str, Any]:
+def ensure_dev_certs(consortium: Consortium) -> Path | None:
+    """Local mode: create development certificates when the consortium's CA file is missing."""
+    from parties import certs
+
+    ca = consortium.ca_path
+    if ca is None or ca.is_file():
+        return None
+    certs.generate(consortium.name, [*consortium.party_names, runtime.DEALER], ca.parent)
+    return ca.parent
+
+
+def run_local(consortium_path: str, timeout: float, echo: Any,
+              insecure: bool = False) -> dict[str, Any]:
     """Every party and the dealer of a consortium on loopback, plus plaintext baselines."""
     from parties.launcher import launch
 
     consortium = load_consortium(consortium_path)
+    made = None if insecure else ensure_dev_certs(consortium)
+    if made is not None:
+        print(f"generated development certificates in {made}", file=sys.stderr)
+    flags = ["--insecure"] if insecure else []
     policies = {p: load_policy(policy_path(consortium, p)) for p in consortium.party_names}
     base = baselines(consortium, policies)  # also validates every data file up front
     commands = {}
@@ -170,11 +219,11 @@ def run_local(consortium_path: str, timeout: float, echo: Any) -> dict[str, Any]
         commands[p] = [sys.executable, "-m", "parties.cli", "party", "--consortium",
                        str(consortium.path), "--as", p, "--policy", str(policies[p].path),
                        "--listen", "127.0.0.1:0", "--control", "stdin",
-                       "--timeout", str(timeout), "--threads", "1"]
+                       "--timeout", str(timeout), "--threads", "1", *flags]
     commands[runtime.DEALER] = [sys.executable, "-m", "parties.cli", "dealer", "--consortium",
                                 str(consortium.path), "--listen", "127.0.0.1:0",
                                 "--control", "stdin", "--timeout", str(timeout),
-                                "--threads", "1"]
+                                "--threads", "1", *flags]
     tic = time.perf_counter()
     run = launch(consortium.party_names, "", timeout=timeout + 120, echo=echo, hold=commands)
     wall = time.perf_counter() - tic

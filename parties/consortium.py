@@ -62,6 +62,19 @@ class Consortium:
     reveal: tuple[Reveal, ...]
 
     @property
+    def ca_path(self) -> Path | None:
+        """The CA certificate file, relative to the consortium file; None without TLS."""
+        if not self.ca:
+            return None
+        path = Path(self.ca)
+        return path if path.is_absolute() else Path(os.path.normpath(self.path.parent / path))
+
+    def all_loopback(self) -> bool:
+        hosts = [p.address.rpartition(":")[0] for p in self.parties]
+        hosts.append(self.dealer.rpartition(":")[0])
+        return all(h in ("localhost", "::1", "[::1]") or h.startswith("127.") for h in hosts)
+
+    @property
     def party_names(self) -> list[str]:
         return [p.name for p in self.parties]
 
@@ -83,6 +96,8 @@ class Policy:
     test_data: Path | None
     accept_protocols: tuple[str, ...]
     accept_reveal: tuple[str, ...]
+    key: Path | None = None
+    cert: Path | None = None
 
 
 class _Where:
@@ -265,6 +280,12 @@ def load_policy(path: str | Path) -> Policy:
     def resolve(p: Path) -> Path:
         return p if p.is_absolute() else Path(os.path.normpath(base / p))
 
+    optional = {}
+    for key in ("key", "cert"):
+        if key in doc:
+            if not isinstance(doc[key], str):
+                raise where.error(f"policy: '{key}' must be a path", key)
+            optional[key] = resolve(Path(doc[key]))
     return Policy(path=path, party=party, data=resolve(data),
                   test_data=resolve(Path(test)) if isinstance(test, str) else None,
-                  accept_protocols=tuple(protocols), accept_reveal=tuple(reveal))
+                  accept_protocols=tuple(protocols), accept_reveal=tuple(reveal), **optional)

@@ -40,6 +40,7 @@ class NodeSpec:
     options: LinkOptions = field(default_factory=LinkOptions)
     public_seed: int = 0
     torch_threads: int = 0  # 0: torch's default; the local launcher uses 1 (many nodes, few cores)
+    tls: Any = None  # parties.transport.TlsIdentity, or None for plaintext
 
     @property
     def uses_dealer(self) -> bool:
@@ -124,7 +125,7 @@ def open_mesh(spec: NodeSpec, control_in: TextIO | None = None,
         import torch
 
         torch.set_num_threads(spec.torch_threads)
-    mesh = Mesh(spec.name, spec.peers, spec.order, spec.session_id, spec.options)
+    mesh = Mesh(spec.name, spec.peers, spec.order, spec.session_id, spec.options, spec.tls)
     port = mesh.bind(spec.listen)
     addresses = dict(spec.addresses)
     if control_in is not None:

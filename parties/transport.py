@@ -79,6 +79,28 @@ class LinkOptions:
         ]
 
 
+@dataclass(frozen=True)
+class TlsIdentity:
+    """This node's key and certificate, and the consortium CA that every peer must chain to."""
+
+    ca_pem: bytes
+    key_pem: bytes
+    cert_pem: bytes
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)],
+                                           root_certificates=self.ca_pem,
+                                           require_client_auth=True)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(root_certificates=self.ca_pem,
+                                            private_key=self.key_pem,
+                                            certificate_chain=self.cert_pem)
+
+
+_NOT_TLS_WORDS = ("connection refused", "dns", "resolv", "no route", "unreachable")
+
+
 class _Link:
     """One peer: outgoing queue, inbox of completed payloads keyed by tag, stats.
 
@@ -229,8 +251,7 @@ class Mesh:
         order: list[str],
         session_id: str,
         options: LinkOptions | None = None,
-        server_credentials: grpc.ServerCredentials | None = None,
-        channel_credentials: grpc.ChannelCredentials | None = None,
+        tls: TlsIdentity | None = None,
     ) -> None:
         unknown = [p for p in [me, *peers] if p not in order]
         if unknown:
@@ -241,8 +262,7 @@ class Mesh:
         self.options = options or LinkOptions()
         self.links = {p: _Link(p, session_id, self.options) for p in peers if p != me}
         self._server: grpc.Server | None = None
-        self._server_credentials = server_credentials
-        self._channel_credentials = channel_credentials
+        self.tls = tls
         self._channels: list[grpc.Channel] = []
         self._world = len(order)
         self._lock = threading.Lock()
@@ -266,10 +286,10 @@ class Mesh:
         )
         pb_grpc.add_LinkServicer_to_server(_Servicer(self), server)
         try:
-            if self._server_credentials is None:
+            if self.tls is None:
                 bound = server.add_insecure_port(address)
             else:
-                bound = server.add_secure_port(address, self._server_credentials)
+                bound = server.add_secure_port(address, self.tls.server_credentials())
         except RuntimeError:
             bound = 0
         if bound == 0:
@@ -282,7 +302,7 @@ class Mesh:
     def connect(self, addresses: dict[str, str]) -> None:
         """Dial the peers this node dials, wait for the others; all within connect_timeout."""
         deadline = time.monotonic() + self.options.connect_timeout
-        threads = []
+        threads: dict[str, threading.Thread] = {}
         for peer, link in self.links.items():
             if self._dials(peer):
                 if peer not in addresses:
@@ -292,10 +312,12 @@ class Mesh:
                     name=f"dial-{peer}",
                 )
                 t.start()
-                threads.append(t)
+                threads[peer] = t
         for peer, link in self.links.items():
             remaining = max(0.0, deadline - time.monotonic())
-            if not link.up.wait(remaining) or link.error is not None:
+            if not link.up.wait(remaining) and peer in threads:
+                threads[peer].join(3.0)  # a failed TLS dial is still finding out why
+            if not link.up.is_set() or link.error is not None:
                 if link.error is not None:
                     raise PeerError(peer, link.error)
                 where = f" at {addresses[peer]}" if peer in addresses else ""
@@ -334,15 +356,18 @@ class Mesh:
 
     def _dial(self, link: _Link, address: str, deadline: float) -> None:
         opts = self.options.grpc_options()
-        if self._channel_credentials is None:
+        if self.tls is None:
             channel = grpc.insecure_channel(address, options=opts)
-        else:
-            channel = grpc.secure_channel(address, self._channel_credentials, options=opts)
+        else:  # the server's certificate must name the party we expect there
+            opts = [*opts, ("grpc.ssl_target_name_override", link.peer)]
+            channel = grpc.secure_channel(address, self.tls.channel_credentials(), options=opts)
         with self._lock:
             self._channels.append(channel)
         try:
             grpc.channel_ready_future(channel).result(timeout=max(0.0, deadline - time.monotonic()))
         except grpc.FutureTimeoutError:
+            if self.tls is not None:
+                self._diagnose(channel, link, address)
             return  # connect() reports the timeout, naming the peer and address
         link.outgoing.put(self._hello(link.peer))
         responses = pb_grpc.LinkStub(channel).Connect(link.outgoing_iter())
@@ -366,12 +391,35 @@ class Mesh:
             return
         link.attach(responses, responses.cancel)
 
+    def _diagnose(self, channel: grpc.Channel, link: _Link, address: str) -> None:
+        """After a failed connect over TLS: one call that fails fast says whether TLS was why."""
+        try:
+            call = pb_grpc.LinkStub(channel).Connect(iter([self._hello(link.peer)]),
+                                                     wait_for_ready=False, timeout=2.0)
+            next(call)
+        except grpc.RpcError as exc:
+            details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
+            if not any(w in details.lower() for w in _NOT_TLS_WORDS):
+                # the peer accepted TCP, then TLS failed: its certificate does not chain to
+                # the consortium CA or does not name the party, or it refused ours (then
+                # all we see is the socket closing)
+                link.fail(f"TLS handshake with {address} failed: its certificate does not "
+                          f"chain to the consortium CA or does not name '{link.peer}', or it "
+                          f"refused ours ({details.rpartition(': ')[2] or details})")
+        except StopIteration:
+            pass
+
     def accept(self, first: pb.Envelope, request_iterator: Iterator[pb.Envelope],
-               cancel: Callable[[], Any]) -> _Link:
+               cancel: Callable[[], Any], auth: dict[str, list[bytes]] | None = None) -> _Link:
         """Server side of the handshake; raises _Refused with the reason."""
         if first.WhichOneof("body") != "hello":
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "first message is not a handshake")
         why = self.check_hello(first.hello, expect=None)
+        if why is None and self.tls is not None:
+            names = [n.decode() for n in (auth or {}).get("x509_subject_alternative_name", [])]
+            if first.hello.sender not in names:
+                why = (f"a certificate naming {names} claims to be party "
+                       f"'{first.hello.sender}'")
         if why is None and self.links[first.hello.sender].up.is_set():
             why = f"party '{first.hello.sender}' is already connected"
         if why is not None:
@@ -492,7 +540,8 @@ class _Servicer(pb_grpc.LinkServicer):
         except (StopIteration, grpc.RpcError):
             return
         try:
-            link = self.mesh.accept(first, request_iterator, context.cancel)
+            link = self.mesh.accept(first, request_iterator, context.cancel,
+                                    context.auth_context())
         except _Refused as exc:
             context.abort(exc.code, exc.why)
             return

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from parties import certs
 from parties.launcher import LocalRun, launch
 from parties.runtime import PartySession
 from protocols.session import RevealError
@@ -51,7 +52,10 @@ def test_local_run_matches_pooled_plaintext(local_result: dict[str, Any]) -> Non
 
 
 def _copy_example(tmp: Path) -> Path:
-    shutil.copytree(EXAMPLE, tmp / "hospitals", ignore=shutil.ignore_patterns("*.py"))
+    """The example in `tmp`, with freshly generated development certificates."""
+    shutil.copytree(EXAMPLE, tmp / "hospitals",
+                    ignore=shutil.ignore_patterns("*.py", "certs", "checkpoints"))
+    certs.generate("hospitals", [*PARTIES, "dealer"], tmp / "hospitals" / "certs")
     return tmp / "hospitals"
 
 
