@@ -10,7 +10,8 @@ on three engines:
   generates all randomness; insecure, for reference).
 
 Prints a table of median seconds (slowest party), rounds and bytes per party
-per run, and `ratio` = smpc / CrypTen-gloo-TTP. The `smpc TFP` column runs
+per run, and `ratio` = smpc / CrypTen-gloo-TTP. `smpc+TLS` is the same run
+with mutual TLS on every link (the default across hosts). The `smpc TFP` column runs
 smpc with CrypTen's insecure trusted-first-party provider instead of the
 dealer: the difference is what the dealer costs. Every process uses one torch
 thread (4 processes share 2 cores here).
@@ -75,15 +76,23 @@ def party_bench(session: Any) -> Any:
 
 
 def run_smpc(name: str, repeats: int, parties: int = 3, timeout: float = 900,
-             provider: str = "dealer") -> dict[str, Any]:
+             provider: str = "dealer", tls: bool = False) -> dict[str, Any]:
     """Run one workload on smpc's engine; the slowest party's median decides."""
+    import tempfile
+
+    from parties import certs
     from parties.launcher import launch, party_names
 
-    run = launch(party_names(parties), "benchmarks.engine:party_bench", timeout=timeout,
-                 provider=provider,
-                 extra=["--quiet", "--timeout", "600"],
-                 env={ENV_WORKLOAD: name, ENV_REPEATS: str(repeats),
-                      "PYTHONPATH": str(ROOT)})
+    extra = ["--quiet", "--timeout", "600"]
+    tmp = tempfile.TemporaryDirectory()
+    if tls:
+        certs.generate("bench", [*party_names(parties), "dealer"], Path(tmp.name))
+        extra += ["--tls-dir", tmp.name]
+    with tmp:
+        run = launch(party_names(parties), "benchmarks.engine:party_bench", timeout=timeout,
+                     provider=provider, extra=extra,
+                     env={ENV_WORKLOAD: name, ENV_REPEATS: str(repeats),
+                          "PYTHONPATH": str(ROOT)})
     if not run.ok:
         tail = {n: node.lines[-3:] for n, node in run.nodes.items()}
         raise RuntimeError(f"smpc run of {name!r} failed: {tail}")
@@ -129,26 +138,31 @@ def main(argv: list[str] | None = None) -> int:
         repeats = 1 if "epoch" in name else args.repeats
         print(f"... {name}", file=sys.stderr, flush=True)
         ours = run_smpc(name, repeats)
+        ours_tls = run_smpc(name, repeats, tls=True)
         ours_tfp = run_smpc(name, repeats, provider="insecure-trusted-first-party")
         ttp = run_gloo(name, "TTP", repeats)
         tfp = run_gloo(name, "TFP", repeats)
-        rows.append({"workload": name, "smpc": ours, "smpc_tfp": ours_tfp, "gloo_ttp": ttp,
+        rows.append({"workload": name, "smpc": ours, "smpc_tls": ours_tls, "smpc_tfp": ours_tfp,
+                     "gloo_ttp": ttp,
                      "gloo_tfp": tfp,
                      "ratio": ours["seconds"] / ttp["seconds"]})
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, 3 parties + dealer/TTP on loopback")
     head = (f"| {'workload':<34} | smpc s | rounds | bytes/party | CrypTen-gloo TTP s | rounds "
-            "| bytes/party | ratio | smpc TFP s | gloo TFP s | peak RSS MiB "
+            "| bytes/party | ratio | smpc+TLS s | TLS cost | smpc TFP s | gloo TFP s "
+            "| peak RSS MiB "
             "| accuracy (smpc / TTP) |")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
         o, t, f, ot = r["smpc"], r["gloo_ttp"], r["gloo_tfp"], r["smpc_tfp"]
+        tls = r["smpc_tls"]["seconds"]
         acc = f"{_accuracy(o)} / {_accuracy(t)}" if _accuracy(o) else ""
         print(f"| {r['workload']:<34} | {o['seconds']:6.3f} | {o['rounds']:6d} | "
               f"{_fmt_bytes(o['bytes']):>11} | {t['seconds']:18.3f} | {t['rounds']:6d} | "
-              f"{_fmt_bytes(t['bytes']):>11} | {r['ratio']:5.3f} | {ot['seconds']:10.3f} | "
+              f"{_fmt_bytes(t['bytes']):>11} | {r['ratio']:5.3f} | {tls:10.3f} | "
+              f"{(tls / o['seconds'] - 1) * 100:+7.0f}% | {ot['seconds']:10.3f} | "
               f"{f['seconds']:10.3f} | {o['peak_rss_mib']:12.0f} | {acc:<21} |")
     print("smpc bytes are real gRPC bytes (sent + received, with framing); CrypTen counts "
           "8 bytes per element it logs.")

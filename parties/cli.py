@@ -53,9 +53,12 @@ def _parse_peers(text: str) -> tuple[list[str], dict[str, str]]:
 
 
 def _options(args: argparse.Namespace) -> Any:
+    from parties.codec import Limits
     from parties.transport import LinkOptions
 
-    return LinkOptions(connect_timeout=args.connect_timeout, recv_timeout=args.timeout)
+    return LinkOptions(connect_timeout=args.connect_timeout, recv_timeout=args.timeout,
+                       limits=Limits(max_payload_bytes=args.max_payload_mib << 20),
+                       max_pending_payloads=args.max_pending)
 
 
 def _spec(args: argparse.Namespace, name: str) -> Any:
@@ -70,9 +73,25 @@ def _spec(args: argparse.Namespace, name: str) -> Any:
     return NodeSpec(
         name=name, parties=parties, session_id=args.session, listen=listen,
         addresses=addresses, provider=args.provider, options=_options(args),
-        torch_threads=args.threads,
+        torch_threads=args.threads, tls=_tls_from_dir(args.tls_dir, name),
         public_seed=int.from_bytes(args.session.encode()[:8].ljust(8, b"\0"), "little") % 2**31,
     )
+
+
+def _tls_from_dir(folder: str | None, name: str) -> Any:
+    """TlsIdentity from a folder written by `smpc certs` (None: plaintext)."""
+    if not folder:
+        return None
+    from pathlib import Path
+
+    from parties.transport import TlsIdentity
+
+    base = Path(folder)
+    files = [base / "ca.pem", base / f"{name}.key", base / f"{name}.pem"]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ValueError(f"--tls-dir: {missing[0]} not found")
+    return TlsIdentity(*(f.read_bytes() for f in files))
 
 
 def _print_progress(step: str, fields: dict[str, Any]) -> None:
@@ -306,6 +325,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="seconds any receive may wait for a peer (default 120)")
     p.add_argument("--connect-timeout", type=float, default=30.0,
                    help="seconds to wait for every peer to connect (default 30)")
+    p.add_argument("--max-payload-mib", type=int, default=8192,
+                   help="largest tensor a peer may send, MiB (default 8192)")
+    p.add_argument("--max-pending", type=int, default=100_000,
+                   help="payloads a peer may have waiting unread (default 100000)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per process (default: torch's choice)")
     p.add_argument("--provider", default="dealer",
@@ -341,6 +364,8 @@ def _node_args(p: argparse.ArgumentParser, with_name: bool) -> None:
                         "local launcher)")
     p.add_argument("--dealer", help="the dealer's host:port")
     p.add_argument("--session", help="session id, the same on every node")
+    p.add_argument("--tls-dir", help="without --consortium: mutual TLS with ca.pem and "
+                                     "<name>.key/<name>.pem from this folder (smpc certs)")
     p.add_argument("--listen", help="host:port to listen on (default: this node's address)")
     p.add_argument("--control", choices=["none", "stdin"], default="none",
                    help=argparse.SUPPRESS)

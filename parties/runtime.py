@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -126,6 +127,9 @@ def open_mesh(spec: NodeSpec, control_in: TextIO | None = None,
 
         torch.set_num_threads(spec.torch_threads)
     mesh = Mesh(spec.name, spec.peers, spec.order, spec.session_id, spec.options, spec.tls)
+    wire_log = os.environ.get("SMPC_WIRE_LOG")  # audit: record every byte this node sends
+    if wire_log:
+        mesh.wire_log = open(f"{wire_log}.{spec.name}", "wb")  # noqa: SIM115
     port = mesh.bind(spec.listen)
     addresses = dict(spec.addresses)
     if control_in is not None:

@@ -267,6 +267,7 @@ class Mesh:
         self._world = len(order)
         self._lock = threading.Lock()
         self.rejections: list[str] = []
+        self.wire_log: Any = None  # a binary file: every envelope this node sends (auditing)
         self._stopped = threading.Event()
         threading.Thread(target=self._watchdog, daemon=True, name=f"watchdog-{me}").start()
         self.version = WIRE_VERSION
@@ -455,6 +456,9 @@ class Mesh:
             for env in codec.frames_for(self.session_id, self.me, tag, kind, dtype, shape, data,
                                         self.options.limits.chunk_bytes):
                 link.bytes_sent += env.ByteSize()
+                if self.wire_log is not None:  # length-prefixed envelopes
+                    blob = env.SerializeToString()
+                    self.wire_log.write(len(blob).to_bytes(4, "little") + blob)
                 link.outgoing.put(env)
             link.messages_sent += 1
         return tag
