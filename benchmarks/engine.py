@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # before site-packages: crypten's wheel ships a `benchmarks` too
 
 ENV_WORKLOAD = "SMPC_BENCH_WORKLOAD"
 ENV_REPEATS = "SMPC_BENCH_REPEATS"

@@ -70,10 +70,20 @@ def _spec(args: argparse.Namespace, name: str) -> Any:
     listen = args.listen or addresses.get(name)
     if not listen:
         raise ValueError(f"no --listen address for '{name}'")
+    tls = _tls_from_dir(args.tls_dir, name)
+    if tls is None:
+        hosts = [a.rpartition(":")[0] for a in [listen, *addresses.values()]]
+        if not args.insecure:
+            raise ValueError("plaintext links need --insecure (loopback only); for TLS give "
+                             "--tls-dir or use --consortium")
+        if not all(h in ("localhost", "::1", "[::1]") or h.startswith("127.") for h in hosts):
+            raise ValueError("--insecure is allowed only when every address is on loopback")
+        print(f"WARNING: [{name}] --insecure: links are plaintext and unauthenticated "
+              "(loopback only)", file=sys.stderr, flush=True)
     return NodeSpec(
         name=name, parties=parties, session_id=args.session, listen=listen,
         addresses=addresses, provider=args.provider, options=_options(args),
-        torch_threads=args.threads, tls=_tls_from_dir(args.tls_dir, name),
+        torch_threads=args.threads, tls=tls,
         public_seed=int.from_bytes(args.session.encode()[:8].ljust(8, b"\0"), "little") % 2**31,
     )
 

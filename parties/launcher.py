@@ -59,12 +59,16 @@ def party_names(n: int) -> list[str]:
 
 def node_command(name: str, parties: list[str], session_id: str, protocol: str, provider: str,
                  extra: list[str] | None = None) -> list[str]:
-    """The command line of one local node (the same `smpc node` a user can run)."""
+    """The command line of one local node (the same `smpc node` a user can run).
+
+    Plaintext on loopback unless `extra` gives --tls-dir.
+    """
+    tls = extra is not None and "--tls-dir" in extra
     return [
         sys.executable, "-m", "parties.cli", "node", "--name", name,
         "--parties", ",".join(parties), "--session", session_id, "--listen", "127.0.0.1:0",
         "--control", "stdin", "--run", protocol, "--provider", provider, "--threads", "1",
-        *(extra or []),
+        *([] if tls else ["--insecure"]), *(extra or []),
     ]
 
 

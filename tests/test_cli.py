@@ -45,18 +45,18 @@ def test_port_in_use_is_one_line_and_nonzero(smpc_cmd: list[str]) -> None:
         proc = subprocess.run(
             [*smpc_cmd, "party", "--name", "a", "--parties",
              f"a=127.0.0.1:{port},b=127.0.0.1:1", "--dealer", "127.0.0.1:2",
-             "--session", "x"], capture_output=True, text=True, timeout=60)
+             "--session", "x", "--insecure"], capture_output=True, text=True, timeout=60)
     finally:
         sock.close()
     assert proc.returncode == 2
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
     assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], proc.stderr
 
 
 def test_unknown_peer_address_is_one_line(smpc_cmd: list[str]) -> None:
     proc = subprocess.run(
         [*smpc_cmd, "party", "--name", "a", "--parties", "a=127.0.0.1:0,b=127.0.0.1:9",
-         "--dealer", "127.0.0.1:9", "--session", "x", "--connect-timeout", "1"],
+         "--dealer", "127.0.0.1:9", "--session", "x", "--connect-timeout", "1", "--insecure"],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "party 'b': did not answer at 127.0.0.1:9 within 1 s" in proc.stderr
@@ -70,3 +70,15 @@ def test_generated_stubs_match_the_proto(tmp_path: Path) -> None:
     for name in ("wire_pb2.py", "wire_pb2.pyi", "wire_pb2_grpc.py"):
         assert filecmp.cmp(tmp_path / "parties" / name, ROOT / "parties" / name, shallow=False), (
             f"parties/{name} differs from what proto/ generates: run `make protos`")
+
+
+def test_plaintext_needs_insecure_and_loopback(smpc_cmd: list[str]) -> None:
+    base = [*smpc_cmd, "party", "--name", "a", "--session", "x", "--dealer", "127.0.0.1:9"]
+    proc = subprocess.run([*base, "--parties", "a=127.0.0.1:0,b=127.0.0.1:9"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "plaintext links need --insecure" in proc.stderr
+    # 192.0.2.0/24 is TEST-NET-1: refused before any connection is tried
+    proc = subprocess.run([*base, "--parties", "a=127.0.0.1:0,b=192.0.2.7:9", "--insecure"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--insecure is allowed only when every address is on loopback" in proc.stderr
