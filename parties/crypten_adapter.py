@@ -218,11 +218,6 @@ def stop_party() -> None:
     _active.pop("communicator", None)
 
 
-def reset_encoder_precision(bits: int) -> None:
-    """Set the fixed-point precision CrypTen encodes with (all parties must agree)."""
-    load_crypten().cfg["encoder.precision_bits"] = bits
-
-
 @functools.cache
 def reduce_ops() -> tuple[Any, Any]:
     """(SUM, BXOR) as CrypTen passes them to communicators."""
