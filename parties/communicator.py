@@ -198,7 +198,7 @@ class GrpcCommunicator(_Base):
     def all_reduce(self, input: Any, op: Any = None, batched: bool = False) -> Any:
         op = op if op is not None else reduce_ops()[0]
         mine = list(input) if batched else [input]
-        payload = mine[0] if len(mine) == 1 and not batched else _stack_safe(mine)
+        payload = mine[0] if len(mine) == 1 and not batched else _concat(mine)
 
         def run() -> Any:
             self._to_all(payload)
@@ -283,7 +283,7 @@ class _Obj:
         return got["obj"]
 
 
-def _stack_safe(tensors: list[torch.Tensor]) -> torch.Tensor:
+def _concat(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Concatenate a batch into one flat tensor: one message per peer per round."""
     dtypes = {t.dtype for t in tensors}
     if len(dtypes) != 1:
