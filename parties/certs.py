@@ -92,16 +92,27 @@ def write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-def generate(consortium_name: str, nodes: list[str], out: Path, days: int = 365) -> list[Path]:
-    """CA plus one key/certificate per node under `out`; returns the files written."""
+def generate(consortium_name: str, nodes: list[str], out: Path, days: int = 365,
+             per_node: bool = False) -> list[Path]:
+    """CA plus one key/certificate per node under `out`; returns the files written.
+
+    With `per_node`, each node gets its own folder out/<node>/ holding ca.pem and
+    only its own key and certificate (what a container of that node mounts).
+    """
     out.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = make_ca(consortium_name, days)
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
     written = [out / "ca.pem", out / "ca.key"]
-    written[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    written[0].write_bytes(ca_pem)
     write_private(written[1], _pem_key(ca_key))
     for node in nodes:
+        folder = out / node if per_node else out
+        folder.mkdir(exist_ok=True)
+        if per_node:
+            (folder / "ca.pem").write_bytes(ca_pem)
+            written.append(folder / "ca.pem")
         issued = issue(node, ca_key, ca_cert)
-        (out / f"{node}.pem").write_bytes(issued.cert_pem)
-        write_private(out / f"{node}.key", issued.key_pem)
-        written += [out / f"{node}.pem", out / f"{node}.key"]
+        (folder / f"{node}.pem").write_bytes(issued.cert_pem)
+        write_private(folder / f"{node}.key", issued.key_pem)
+        written += [folder / f"{node}.pem", folder / f"{node}.key"]
     return written

@@ -199,7 +199,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (c.ca_path.parent if c.ca_path else None)
     if out is None:
         raise ValueError(f"{c.path}: no [consortium] ca to place the certificates; use --out")
-    written = certs.generate(c.name, [*c.party_names, "dealer"], out, args.days)
+    written = certs.generate(c.name, [*c.party_names, "dealer"], out, args.days, args.per_node)
     print(f"wrote {len(written)} files to {out}: ca.pem, and <name>.pem + <name>.key for "
           f"{', '.join([*c.party_names, 'dealer'])} (keys are mode 0600; do not commit them)")
     return 0
@@ -421,6 +421,8 @@ def parser() -> argparse.ArgumentParser:
     ce.add_argument("consortium")
     ce.add_argument("--out", help="folder (default: where the consortium's ca points)")
     ce.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    ce.add_argument("--per-node", action="store_true",
+                    help="one folder per node with ca.pem and only that node's key")
     ce.set_defaults(func=cmd_certs)
 
     mf = sub.add_parser("manifest", help="print what a consortium computes and reveals")
