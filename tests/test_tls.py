@@ -169,7 +169,7 @@ def test_missing_certificates_are_named(tmp_path) -> None:
     assert "certs/ca.pem not found" in proc.stderr and "smpc certs" in proc.stderr
 
 
-def test_per_node_folders_hold_only_their_own_key(tmp_path) -> None:  # noqa: ANN001
+def test_per_node_folders_hold_only_their_own_key(tmp_path) -> None:
     certs.generate("hospitals", ["hospital-a", "dealer"], tmp_path, per_node=True)
     for node in ("hospital-a", "dealer"):
         names = sorted(p.name for p in (tmp_path / node).iterdir())
