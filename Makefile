@@ -27,6 +27,7 @@ demo: setup
 	$(BIN)/smpc local examples/hospitals/consortium.toml
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: setup
