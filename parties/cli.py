@@ -384,9 +384,19 @@ def _node_args(p: argparse.ArgumentParser, with_name: bool) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="smpc", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="smpc", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train and evaluate models on several organizations' combined data with "
+                    "secure multi-party computation (CrypTen over gRPC).",
+        epilog="examples:\n"
+               "  smpc selftest --parties 3\n"
+               "  smpc local examples/hospitals/consortium.toml --json out.json\n"
+               "  smpc certs consortium.toml\n"
+               "  smpc party --consortium consortium.toml --as hospital-a --policy mine.toml\n"
+               "  smpc dealer --consortium consortium.toml")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True,
+                            metavar="{selftest,local,party,dealer,certs,manifest}")
 
     st = sub.add_parser("selftest", help="check the install: secure ops vs plaintext")
     st.add_argument("--parties", type=int, default=3, help="number of parties, 2 to 8")
@@ -429,7 +439,7 @@ def parser() -> argparse.ArgumentParser:
     mf.add_argument("consortium")
     mf.set_defaults(func=cmd_manifest)
 
-    nd = sub.add_parser("node", help=argparse.SUPPRESS)
+    nd = sub.add_parser("node")  # what the local launcher starts; not listed
     _node_args(nd, with_name=True)
     nd.add_argument("--run", default="selftest")
     nd.set_defaults(func=cmd_node)
