@@ -76,7 +76,9 @@ def _spec(args: argparse.Namespace, name: str) -> Any:
         if not args.insecure:
             raise ValueError("plaintext links need --insecure (loopback only); for TLS give "
                              "--tls-dir or use --consortium")
-        if not all(h in ("localhost", "::1", "[::1]") or h.startswith("127.") for h in hosts):
+        from parties.consortium import is_loopback
+
+        if not all(is_loopback(h) for h in hosts):
             raise ValueError("--insecure is allowed only when every address is on loopback")
         print(f"WARNING: [{name}] --insecure: links are plaintext and unauthenticated "
               "(loopback only)", file=sys.stderr, flush=True)

@@ -225,7 +225,8 @@ def run_local(consortium_path: str, timeout: float, echo: Any,
                                 "--control", "stdin", "--timeout", str(timeout),
                                 "--threads", "1", *flags]
     tic = time.perf_counter()
-    run = launch(consortium.party_names, "", timeout=timeout + 120, echo=echo, hold=commands)
+    run = launch(consortium.party_names, "", timeout=timeout + 120, echo=echo,
+                 commands=commands)
     wall = time.perf_counter() - tic
     return {"run": run, "baseline": base, "wall_seconds": wall}
 

@@ -21,6 +21,11 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 TYPES = ("float", "int", "binary")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (as written in an address) is on this machine's loopback."""
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+
+
 class ConfigError(ValueError):
     """A consortium or policy file that cannot be used; the message says where and why."""
 
@@ -70,9 +75,8 @@ class Consortium:
         return path if path.is_absolute() else Path(os.path.normpath(self.path.parent / path))
 
     def all_loopback(self) -> bool:
-        hosts = [p.address.rpartition(":")[0] for p in self.parties]
-        hosts.append(self.dealer.rpartition(":")[0])
-        return all(h in ("localhost", "::1", "[::1]") or h.startswith("127.") for h in hosts)
+        addresses = [p.address for p in self.parties] + [self.dealer]
+        return all(is_loopback(a.rpartition(":")[0]) for a in addresses)
 
     @property
     def party_names(self) -> list[str]:

@@ -23,7 +23,7 @@ import torch
 
 from parties import correlated as cr
 from parties.crypten_adapter import load_crypten
-from parties.transport import Mesh, PeerError
+from parties.transport import Mesh, PeerClosed, PeerError
 
 log = logging.getLogger("smpc.dealer")
 
@@ -66,10 +66,8 @@ def serve(mesh: Mesh, parties: list[str], idle_timeout: float = 3600.0) -> Count
     while True:
         try:
             req = mesh.recv(parties[0], timeout=idle_timeout)
-        except PeerError as exc:
-            if mesh.links[parties[0]].error is None and "closed the connection" in exc.what:
-                break
-            raise
+        except PeerClosed:
+            break  # party 0 is done
         kind, req = _check_request(req, parties)
         mesh.send(parties[0], cr.correction(kind, gens, req))
         served[kind] += 1

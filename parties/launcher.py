@@ -92,13 +92,14 @@ def launch(
     extra: list[str] | None = None,
     echo: TextIO | None = None,
     env: dict[str, str] | None = None,
-    hold: dict[str, list[str]] | None = None,
+    commands: dict[str, list[str]] | None = None,
     grace: float = 15.0,
 ) -> LocalRun:
     """Run every party (and the dealer) of one session on loopback; bounded by `timeout`.
 
-    `hold` maps a node name to a replacement command (tests use it to start a
-    node that misbehaves); the others are started as usual. Once a node fails,
+    `commands` maps a node name to its own command line (a consortium run gives
+    every node's; tests give one that misbehaves); the others run `protocol`
+    through `smpc node`. Once a node fails,
     the others get `grace` seconds to stop by themselves before being killed.
     """
     session_id = secrets.token_hex(8)
@@ -108,7 +109,7 @@ def launch(
     deadline = time.monotonic() + timeout
     try:
         for name in names:
-            cmd = (hold or {}).get(name) or node_command(
+            cmd = (commands or {}).get(name) or node_command(
                 name, parties, session_id, protocol, provider, extra)
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,8 +117,7 @@ def _validate(spec: NodeSpec) -> None:
         raise ValueError(f"'{spec.name}' is not one of {spec.order}")
 
 
-def open_mesh(spec: NodeSpec, control_in: TextIO | None = None,
-              control_out: TextIO | None = None) -> Mesh:
+def open_mesh(spec: NodeSpec, control_in: TextIO | None = None) -> Mesh:
     """Bind, rendezvous (when listening on port 0 under the launcher) and connect."""
     _validate(spec)
     if spec.torch_threads:
@@ -133,8 +131,7 @@ def open_mesh(spec: NodeSpec, control_in: TextIO | None = None,
     port = mesh.bind(spec.listen)
     addresses = dict(spec.addresses)
     if control_in is not None:
-        out = control_out or sys.stdout
-        print(f"{LISTENING} {port}", file=out, flush=True)
+        print(f"{LISTENING} {port}", flush=True)
         line = control_in.readline()
         if not line:
             raise RuntimeError("the launcher closed the control channel before the address book")

@@ -43,6 +43,10 @@ class PeerError(RuntimeError):
         self.what = what
 
 
+class PeerClosed(PeerError):
+    """A peer ended its side of the link cleanly while we still wanted a message."""
+
+
 class PeerTimeout(PeerError):
     """A peer did not connect or did not send within the deadline."""
 
@@ -206,7 +210,8 @@ class _Link:
                 if self.error is not None:
                     raise PeerError(self.peer, self.error)
                 if self.eof.is_set():
-                    raise PeerError(self.peer, f"closed the connection (waiting for message {tag})")
+                    raise PeerClosed(self.peer,
+                                     f"closed the connection (waiting for message {tag})")
                 try:
                     self.read_one(deadline)
                 except _ReadTimeout:

@@ -94,7 +94,7 @@ def _run(consortia: dict[str, Path], policies: dict[str, Path], timeout: float =
     commands["dealer"] = [sys.executable, "-m", "parties.cli", "dealer", "--consortium",
                           str(consortia["dealer"]), "--listen", "127.0.0.1:0",
                           "--control", "stdin", "--timeout", "60"]
-    return launch(PARTIES, "", timeout=timeout, grace=20, hold=commands)
+    return launch(PARTIES, "", timeout=timeout, grace=20, commands=commands)
 
 
 def _variant(tmp: Path, edit: tuple[str, str] | None = None) -> Path:

@@ -32,7 +32,7 @@ def test_party_that_never_starts_is_named_by_all() -> None:
     fake = [sys.executable, "-c", "import time; print('SMPC-LISTENING 9', flush=True); "
             "time.sleep(60)"]
     tic = time.monotonic()
-    run = launch(parties, "selftest", timeout=90, grace=10, hold={"party2": fake},
+    run = launch(parties, "selftest", timeout=90, grace=10, commands={"party2": fake},
                  extra=["--quiet", "--connect-timeout", "5"])
     assert time.monotonic() - tic < 40
     _failed_naming(run, "party2", ["party0", "party1", "dealer"])
