@@ -21,7 +21,8 @@ import traceback
 from typing import Any
 
 EXIT_FAILED = 1  # a check failed
-EXIT_ERROR = 2  # a usage, setting or peer error
+EXIT_ERROR = 2  # a usage, setting or peer error (nothing ran)
+EXIT_LOST = 3  # the run started and stopped: a peer was lost or failed (resume with --resume)
 
 
 def _protocol(name: str) -> Any:
@@ -58,7 +59,8 @@ def _options(args: argparse.Namespace) -> Any:
 
     return LinkOptions(connect_timeout=args.connect_timeout, recv_timeout=args.timeout,
                        limits=Limits(max_payload_bytes=args.max_payload_mib << 20),
-                       max_pending_payloads=args.max_pending)
+                       max_pending_payloads=args.max_pending, keepalive_s=args.keepalive,
+                       reconnect_window=args.reconnect_window)
 
 
 def _spec(args: argparse.Namespace, name: str) -> Any:
@@ -337,6 +339,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="seconds any receive may wait for a peer (default 120)")
     p.add_argument("--connect-timeout", type=float, default=30.0,
                    help="seconds to wait for every peer to connect (default 30)")
+    p.add_argument("--reconnect-window", type=float, default=20.0,
+                   help="seconds a dropped link may take to come back before the peer counts "
+                        "as lost (default 20; 0: a drop is fatal)")
+    p.add_argument("--keepalive", type=float, default=10.0,
+                   help="seconds between keepalive pings; a link silent for twice this is "
+                        "treated as dropped (default 10)")
     p.add_argument("--max-payload-mib", type=int, default=8192,
                    help="largest tensor a peer may send, MiB (default 8192)")
     p.add_argument("--max-pending", type=int, default=100_000,
@@ -454,12 +462,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # our errors say what gRPC's log lines would
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     from parties.manifest import ManifestError
+    from parties.runtime import RunInterrupted
     from parties.transport import PeerError, SettingError
     from protocols.session import RevealError
 
     where = getattr(args, "as_", None) or getattr(args, "name", None) or args.command
     try:
         return int(args.func(args))
+    except RunInterrupted as exc:
+        print(f"smpc {args.command} [{where}]: stopped: {exc}", file=sys.stderr, flush=True)
+        return EXIT_LOST
     except (PeerError, SettingError, ValueError, TimeoutError, ManifestError,
             RevealError) as exc:
         print(f"smpc {args.command} [{where}]: error: {exc}", file=sys.stderr, flush=True)

@@ -56,13 +56,13 @@ def _check_request(req: Any, parties: list[str]) -> tuple[str, dict[str, Any]]:
     return kind, req
 
 
-def serve(mesh: Mesh, parties: list[str], idle_timeout: float = 3600.0) -> Counter[str]:
-    """Run the dealer until party 0 closes its link; return how much of each kind it served."""
+def serve(mesh: Mesh, parties: list[str], served: Counter[str],
+          idle_timeout: float = 3600.0) -> None:
+    """Run the dealer until party 0 closes its link, counting what it serves in `served`."""
     seeds = [secrets.randbits(63) for _ in parties]
     for party, seed in zip(parties, seeds, strict=True):
         mesh.send(party, torch.tensor(seed, dtype=torch.long))
     gens = [cr.generator(s) for s in seeds]
-    served: Counter[str] = Counter()
     while True:
         try:
             req = mesh.recv(parties[0], timeout=idle_timeout)
@@ -71,7 +71,6 @@ def serve(mesh: Mesh, parties: list[str], idle_timeout: float = 3600.0) -> Count
         kind, req = _check_request(req, parties)
         mesh.send(parties[0], cr.correction(kind, gens, req))
         served[kind] += 1
-    return served
 
 
 class _ShareSource:

@@ -13,18 +13,31 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from parties import crypten_adapter
-from parties.transport import LinkOptions, Mesh
+from parties.transport import LinkOptions, Mesh, PeerError
 
 log = logging.getLogger("smpc.runtime")
 
 DEALER = "dealer"
 PROVIDERS = ("dealer", "insecure-trusted-first-party")
 LISTENING = "SMPC-LISTENING"
+
+
+class RunInterrupted(RuntimeError):
+    """The run stopped because a peer was lost or failed: names the peer and where the run was."""
+
+    def __init__(self, peer: str, what: str, stage: str) -> None:
+        if what.startswith("aborted: "):  # the peer stopped on its own error, maybe a loss
+            text = f"stopped by party '{peer}' {stage}: {what.removeprefix('aborted: ')}"
+        else:
+            text = f"lost party '{peer}' {stage}: {what}"
+        super().__init__(text)
+        self.peer, self.what, self.stage = peer, what, stage
 
 
 @dataclass
@@ -71,6 +84,7 @@ class PartySession:
     train: Any = None
     test: Any = None
     checkpoints: Any = None  # parties.checkpoint.Checkpoints, or None
+    last_step: tuple[str, dict[str, Any]] | None = None
 
     def checkpoint(self, step: int, state: dict[str, Any]) -> None:
         if self.checkpoints is not None:
@@ -80,6 +94,7 @@ class PartySession:
         return None if self.checkpoints is None else self.checkpoints.restore(self.communicator)
 
     def progress(self, step: str, **fields: Any) -> None:
+        self.last_step = (step, fields)
         if self.on_progress is not None:
             self.on_progress(step, fields)
 
@@ -104,6 +119,16 @@ class PartySession:
 
     def communication_stats(self) -> dict[str, Any]:
         return self.communicator.get_communication_stats()
+
+    def stage(self) -> str:
+        """Where the run is, for error messages: 'after epoch 4/10 (round 3120)'."""
+        rounds = self.communicator.get_communication_stats().get("rounds", 0)
+        if self.last_step is None:
+            return f"before the first step (round {rounds})"
+        step, fields = self.last_step
+        done, total = fields.get("epoch"), fields.get("of")
+        where = f"{step} {done}/{total}" if done is not None and total else f"step '{step}'"
+        return f"after {where} (round {rounds})"
 
 
 def _validate(spec: NodeSpec) -> None:
@@ -144,8 +169,14 @@ def run_dealer(spec: NodeSpec, mesh: Mesh) -> dict[str, int]:
     """Serve correlated randomness until the parties are done; return what was served."""
     from parties import dealer
 
+    served: Counter[str] = Counter()
     try:
-        served = dealer.serve(mesh, spec.parties)
+        dealer.serve(mesh, spec.parties, served)
+    except PeerError as exc:
+        lost = RunInterrupted(exc.peer, exc.what,
+                              f"after serving {sum(served.values())} requests")
+        mesh.abort(str(lost))
+        raise lost from None
     except BaseException as exc:
         mesh.abort(f"dealer failed: {exc}")
         raise
@@ -163,6 +194,7 @@ def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any
     """
     from parties.communicator import GrpcCommunicator
 
+    session = None
     try:
         comm = GrpcCommunicator(mesh, spec.parties)
         if spec.uses_dealer:
@@ -182,6 +214,12 @@ def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any
         result = _profiled(protocol, session)
         elapsed = time.perf_counter() - tic
         comm.barrier()  # everything each party sent has arrived before anyone closes
+    except PeerError as exc:
+        lost = RunInterrupted(exc.peer, exc.what,
+                              session.stage() if session is not None else "while starting")
+        mesh.abort(str(lost))
+        crypten_adapter.stop_party()
+        raise lost from None
     except BaseException as exc:
         mesh.abort(f"{type(exc).__name__}: {exc}")
         crypten_adapter.stop_party()

@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class LinkOptions:
     limits: codec.Limits = field(default_factory=codec.Limits)
     max_pending_payloads: int = 100_000
     keepalive_s: float = 10.0
+    reconnect_window: float = 20.0  # 0: a dropped connection is fatal at once
 
     def grpc_options(self) -> list[tuple[str, int]]:
         size = 2 * self.limits.chunk_bytes + (1 << 16)
@@ -75,10 +77,12 @@ class LinkOptions:
             ("grpc.keepalive_timeout_ms", int(self.keepalive_s * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
-            ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-            ("grpc.initial_reconnect_backoff_ms", 50),
-            ("grpc.min_reconnect_backoff_ms", 50),
-            ("grpc.max_reconnect_backoff_ms", 500),
+            ("grpc.http2.min_ping_interval_without_data_ms", 500),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+            ("grpc.http2.max_ping_strikes", 0),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 1000),  # also gRPC's minimum connect timeout
+            ("grpc.max_reconnect_backoff_ms", 1000),
             ("grpc.so_reuseport", 0),
         ]
 
@@ -103,58 +107,154 @@ class TlsIdentity:
 
 
 _NOT_TLS_WORDS = ("connection refused", "dns", "resolv", "no route", "unreachable")
+ACK_EVERY = 32  # frames received without sending anything back before an explicit Ack
+
+
+@dataclass
+class _Conn:
+    """One gRPC call carrying a link; a resumed link gets a new one."""
+
+    gen: int
+    outgoing: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    stream: Iterator[pb.Envelope] | None = None
+    cancel: Callable[[], Any] | None = None
+    # server side: whether the call is still up (gRPC ends a dead call's request
+    # stream the way a clean half-close ends it)
+    active: Callable[[], bool] | None = None
+
+    def iterate(self) -> Iterator[pb.Envelope]:
+        while True:
+            item = self.outgoing.get()
+            if item is _CLOSE:
+                return
+            yield item
 
 
 class _Link:
-    """One peer: outgoing queue, inbox of completed payloads keyed by tag, stats.
+    """One peer: its current connection, the frames it has not acknowledged, an inbox.
 
     Incoming envelopes are read by the thread that waits for them (no reader
     thread: on this kind of machine every thread hand-off costs ~100 us). A
-    watchdog cancels a read that outlives its deadline.
+    watchdog cancels a read that outlives its deadline. Frames carry link
+    sequence numbers; those the peer has not acknowledged are kept, so that when
+    the connection drops and is re-established (within the reconnect window)
+    each side resends what the other has not received and the protocol above
+    never notices.
     """
 
     def __init__(self, peer: str, session_id: str, options: LinkOptions) -> None:
         self.peer = peer
         self.options = options
-        self.outgoing: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.conn = _Conn(0)
+        self.changed = threading.Condition()  # a new connection, or the link failed
         self.assembler = codec.Assembler(peer, session_id, options.limits)
         self.send_lock = threading.Lock()
         self.read_lock = threading.Lock()
         self.inbox: dict[int, Any] = {}
         self.taken_below = 0  # every tag below this was taken
-        self.send_seq = 0
+        self.send_seq = 0  # payload tags
         self.recv_seq = 0
+        self.frame_seq = 0  # link sequence number of the last frame queued
+        self.unacked: deque[pb.Envelope] = deque()
+        self.peer_acked = 0
+        self.received = 0  # link sequence number of the last frame delivered
+        self.acked_to_peer = 0
         self.error: str | None = None
-        self.stream: Iterator[pb.Envelope] | None = None
-        self.cancel: Callable[[], Any] | None = None
+        self.broken_at: float | None = None  # when the current connection was seen to drop
+        self.lost: str | None = None  # why it could not be re-established
+        self.redialing = False
+        self.closing = False
         self.read_deadline: float | None = None
         self.timed_out = False
         self.eof = threading.Event()  # the peer half-closed its sending side
         self.up = threading.Event()
+        self.reconnects = 0
         self.bytes_sent = 0
         self.bytes_received = 0
         self.messages_sent = 0
         self.messages_received = 0
-        self._taken_early = set()
+        self._taken_early: set[int] = set()
 
-    def attach(self, stream: Iterator[pb.Envelope], cancel: Callable[[], Any]) -> None:
-        self.stream, self.cancel = stream, cancel
-        self.up.set()
+    @property
+    def outgoing(self) -> queue.SimpleQueue[Any]:
+        return self.conn.outgoing
+
+    def attach(self, conn: _Conn) -> None:
+        """Make `conn` (the first connection) the link's."""
+        with self.changed:
+            self.conn = conn
+            self.up.set()
+            self.changed.notify_all()
+
+    def resume(self, conn: _Conn, peer_received: int) -> int:
+        """Switch to `conn` after a drop: resend what the peer lacks; return how many."""
+        with self.send_lock:
+            self._trim(peer_received)
+            for env in self.unacked:
+                conn.outgoing.put(env)
+            resent = len(self.unacked)
+            with self.changed:
+                old, self.conn = self.conn, conn
+                conn.gen = old.gen + 1
+                self.broken_at, self.lost = None, None
+                self.reconnects += 1
+                self.changed.notify_all()
+        old.outgoing.put(_CLOSE)
+        if old.cancel is not None:
+            old.cancel()
+        return resent
+
+    def push(self, env: pb.Envelope) -> None:
+        """Queue one envelope; frames get the next link sequence number and are kept."""
+        env.acked = self.received
+        self.acked_to_peer = env.acked
+        if env.WhichOneof("body") == "frame":
+            self.frame_seq += 1
+            env.seq = self.frame_seq
+            self.unacked.append(env)
+        self.conn.outgoing.put(env)
+
+    def _trim(self, upto: int) -> None:
+        if upto > self.peer_acked:
+            self.peer_acked = upto
+        while self.unacked and self.unacked[0].seq <= upto:
+            self.unacked.popleft()
 
     def fail(self, what: str) -> None:
-        if self.error is None:
-            self.error = what
-        self.eof.set()
+        with self.changed:
+            if self.error is None:
+                self.error = what
+            self.eof.set()
+            self.changed.notify_all()
+
+    def dropped(self, gen: int) -> None:
+        """The connection `gen` broke: start the reconnect window (once)."""
+        with self.changed:
+            if gen == self.conn.gen and self.broken_at is None:
+                self.broken_at = time.monotonic()
 
     def deliver(self, env: pb.Envelope) -> None:
         """File one envelope from the peer under its tag (FrameError if it breaks a rule)."""
         self.bytes_received += env.ByteSize()
+        if env.acked > self.peer_acked:
+            with self.send_lock:
+                self._trim(env.acked)
         body = env.WhichOneof("body")
+        if body == "ack":
+            return
         if body == "abort":
             self.fail(f"aborted: {env.abort.reason}")
             return
         if body != "frame":
             raise codec.FrameError(f"unexpected {body or 'empty'} envelope after the handshake")
+        if env.seq <= self.received:
+            return  # resent after a reconnect, but it had arrived
+        if env.seq != self.received + 1:
+            raise codec.FrameError(f"frame {env.seq} arrived after frame {self.received}")
+        self.received = env.seq
+        if self.received - self.acked_to_peer >= ACK_EVERY:
+            with self.send_lock:
+                self.push(pb.Envelope(ack=pb.Ack()))
         done = self.assembler.feed(env.frame)
         if done is None:
             return
@@ -169,39 +269,67 @@ class _Link:
         self.messages_received += 1
 
     def read_one(self, deadline: float) -> None:
-        """Block for the peer's next envelope (bounded by `deadline`) and deliver it."""
-        assert self.stream is not None
-        self.read_deadline = deadline
-        try:
-            env = next(self.stream)
-        except (StopIteration, grpc.RpcError) as exc:
-            if self.timed_out:  # the watchdog cancelled this read
-                self.fail("timed out")
-                raise _ReadTimeout() from None
-            if isinstance(exc, StopIteration):
-                self.eof.set()
-                return
-            code = exc.code() if hasattr(exc, "code") else None
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            self.fail(f"connection lost ({code.name if code else 'error'}: {details})")
-            return
-        finally:
-            self.read_deadline = None
+        """Block for the peer's next envelope (bounded by `deadline`) and deliver it.
+
+        A dropped connection is waited out (bounded by the reconnect window and
+        `deadline`) while the link is re-established.
+        """
+        while True:
+            conn = self.conn
+            assert conn.stream is not None
+            self.read_deadline = deadline
+            try:
+                env = next(conn.stream)
+            except (StopIteration, grpc.RpcError) as exc:
+                if self.timed_out:  # the watchdog cancelled this read
+                    self.fail("timed out")
+                    raise _ReadTimeout() from None
+                if conn is not self.conn:
+                    continue  # replaced by a resumed connection meanwhile
+                if isinstance(exc, StopIteration) and (conn.active is None or conn.active()):
+                    self.eof.set()  # the peer half-closed: it is done
+                    return
+                why = _describe(exc) if isinstance(exc, grpc.RpcError) else "the call ended"
+                if self.closing or not self.options.reconnect_window:
+                    self.fail(f"connection lost ({why})")
+                    return
+                self.dropped(conn.gen)
+                self._await_resume(conn, deadline, why)
+                if self.error is not None:
+                    return
+                continue
+            finally:
+                self.read_deadline = None
+            break
         try:
             self.deliver(env)
         except codec.FrameError as exc:
             log.error("party '%s' sent a bad frame: %s", self.peer, exc)
             self.fail(f"sent a bad frame: {exc}")
             self.outgoing.put(_CLOSE)
-            if self.cancel is not None:
-                self.cancel()
+            if self.conn.cancel is not None:
+                self.conn.cancel()
 
-    def outgoing_iter(self) -> Iterator[pb.Envelope]:
-        while True:
-            item = self.outgoing.get()
-            if item is _CLOSE:
-                return
-            yield item
+    def _await_resume(self, conn: _Conn, deadline: float, why: str) -> None:
+        window = self.options.reconnect_window
+        with self.changed:
+            while self.conn is conn and self.error is None:
+                if self.lost is not None:
+                    self.error = self.lost
+                    break
+                now = time.monotonic()
+                give_up = (self.broken_at or now) + window
+                if now >= deadline:
+                    self.error = (f"connection lost ({why}) and not restored before the "
+                                  "receive deadline")
+                    break
+                if now >= give_up:
+                    self.error = (f"connection lost ({why}) and not restored within "
+                                  f"{window:g} s")
+                    break
+                self.changed.wait(min(deadline, give_up) - now)
+            if self.error is not None:
+                self.eof.set()
 
     def take(self, tag: int, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -230,11 +358,21 @@ class _Link:
     def drain(self, deadline: float) -> None:
         """Read (and drop) until the peer half-closes, the link fails, or `deadline`."""
         with self.read_lock:
-            while self.stream is not None and not self.eof.is_set() and self.error is None:
+            while self.conn.stream is not None and not self.eof.is_set() and self.error is None:
                 try:
                     self.read_one(deadline)
                 except _ReadTimeout:
                     return
+
+
+def _describe(exc: BaseException) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return f"{code.name if code else 'error'}: {details or 'no details'}"
+
+
+def _frames(n: int) -> str:
+    return f"{n} frame" if n == 1 else f"{n} frames"
 
 
 class _ReadTimeout(Exception):
@@ -269,6 +407,7 @@ class Mesh:
         self._server: grpc.Server | None = None
         self.tls = tls
         self._channels: list[grpc.Channel] = []
+        self._addresses: dict[str, tuple[str, grpc.Channel]] = {}
         self._world = len(order)
         self._lock = threading.Lock()
         self.rejections: list[str] = []
@@ -332,11 +471,12 @@ class Mesh:
                     peer, f"{verb}{where} within {self.options.connect_timeout:g} s"
                 )
 
-    def _hello(self, peer: str) -> pb.Envelope:
+    def _hello(self, peer: str, resume: bool = False) -> pb.Envelope:
         return pb.Envelope(
             hello=pb.Hello(
                 session_id=self.session_id, sender=self.me, receiver=peer,
-                version=self.version, world_size=self._world,
+                version=self.version, world_size=self._world, resume=resume,
+                received=self.links[peer].received if peer in self.links else 0,
             )
         )
 
@@ -360,7 +500,7 @@ class Mesh:
             return f"{who} dialed, but '{self.me}' dials it"
         return None
 
-    def _dial(self, link: _Link, address: str, deadline: float) -> None:
+    def _channel(self, link: _Link, address: str) -> grpc.Channel:
         opts = self.options.grpc_options()
         if self.tls is None:
             channel = grpc.insecure_channel(address, options=opts)
@@ -369,33 +509,107 @@ class Mesh:
             channel = grpc.secure_channel(address, self.tls.channel_credentials(), options=opts)
         with self._lock:
             self._channels.append(channel)
+            self._addresses[link.peer] = (address, channel)
+        return channel
+
+    def _open(self, link: _Link, channel: grpc.Channel, resume: bool
+              ) -> tuple[_Conn, pb.Hello]:
+        """One Connect call with its handshake; raises _Refused with the reason."""
+        conn = _Conn(link.conn.gen)
+        conn.outgoing.put(self._hello(link.peer, resume))
+        call = pb_grpc.LinkStub(channel).Connect(conn.iterate(), wait_for_ready=not resume)
+        conn.stream, conn.cancel = call, call.cancel
+        timer = threading.Timer(self.options.connect_timeout, call.cancel)
+        timer.start()
+        try:
+            first = next(call)
+        except grpc.RpcError as exc:
+            raise _Refused(exc.code() if hasattr(exc, "code") else None,
+                           exc.details() if hasattr(exc, "details") else str(exc)) from None
+        except StopIteration:
+            raise _Refused(None, "closed the connection during the handshake") from None
+        finally:
+            timer.cancel()
+        if first.WhichOneof("body") != "hello":
+            call.cancel()
+            raise _Refused(None, "did not answer with a handshake (another protocol?)")
+        why = self.check_hello(first.hello, expect=link.peer)
+        if why is None and first.hello.resume != resume:
+            why = "answered a resume with a new session" if resume else "resumed a new link"
+        if why:
+            log.error("rejecting %s: %s", link.peer, why)
+            call.cancel()
+            raise _Refused(grpc.StatusCode.FAILED_PRECONDITION, why, ours=True)
+        call.add_done_callback(lambda _: self._on_drop(link, conn))
+        return conn, first.hello
+
+    def _dial(self, link: _Link, address: str, deadline: float) -> None:
+        channel = self._channel(link, address)
         try:
             grpc.channel_ready_future(channel).result(timeout=max(0.0, deadline - time.monotonic()))
         except grpc.FutureTimeoutError:
             if self.tls is not None:
                 self._diagnose(channel, link, address)
             return  # connect() reports the timeout, naming the peer and address
-        link.outgoing.put(self._hello(link.peer))
-        responses = pb_grpc.LinkStub(channel).Connect(link.outgoing_iter())
         try:
-            first = next(responses)
-        except grpc.RpcError as exc:
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            link.fail(f"refused the connection: {details}")
+            conn, _ = self._open(link, channel, resume=False)
+        except _Refused as exc:
+            link.fail(exc.why if exc.ours else f"refused the connection: {exc.why}")
             return
-        except StopIteration:
-            link.fail("closed the connection during the handshake")
+        link.attach(conn)
+
+    def _on_drop(self, link: _Link, conn: _Conn) -> None:
+        """A call this node dialed ended: if the link still needs it, dial again."""
+        if (conn is not link.conn or link.closing or link.error is not None or link.timed_out
+                or self._stopped.is_set() or not self.options.reconnect_window):
             return
-        if first.WhichOneof("body") != "hello":
-            link.fail("did not answer with a handshake (another protocol?)")
-            return
-        why = self.check_hello(first.hello, expect=link.peer)
-        if why:
-            log.error("rejecting %s at %s: %s", link.peer, address, why)
-            link.fail(why)
-            responses.cancel()
-            return
-        link.attach(responses, responses.cancel)
+        link.dropped(conn.gen)
+        with self._lock:
+            if link.redialing:
+                return
+            link.redialing = True
+        threading.Thread(target=self._redial, args=(link, conn), daemon=True,
+                         name=f"redial-{link.peer}").start()
+
+    def _redial(self, link: _Link, dropped: _Conn) -> None:
+        """Re-establish a dropped link within the reconnect window, then resend."""
+        address, channel = self._addresses[link.peer]
+        window = self.options.reconnect_window
+        give_up = (link.broken_at or time.monotonic()) + window
+        refused_since: float | None = None
+        why = "no answer"
+        try:
+            while (time.monotonic() < give_up and not self._stopped.is_set()
+                   and link.error is None and not link.closing):
+                try:
+                    conn, hello = self._open(link, channel, resume=True)
+                except _Refused as exc:
+                    why = exc.why
+                    if exc.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                        self._lose(link, dropped, f"refused to resume the link: {exc.why}")
+                        return
+                    if "refused" in exc.why.lower():  # the host answers, the process is gone
+                        refused_since = refused_since or time.monotonic()
+                        if time.monotonic() - refused_since > min(1.0, window / 3):
+                            self._lose(link, dropped, f"is gone: {address} refuses connections")
+                            return
+                    time.sleep(0.2)
+                    continue
+                resent = link.resume(conn, hello.received)
+                log.warning("link to party '%s' restored after %.1f s (%s resent)",
+                            link.peer, time.monotonic() - (give_up - window), _frames(resent))
+                return
+            self._lose(link, dropped, f"connection lost and not restored within {window:g} s "
+                                      f"(last attempt: {why})")
+        finally:
+            with self._lock:
+                link.redialing = False
+
+    def _lose(self, link: _Link, dropped: _Conn, why: str) -> None:
+        with link.changed:
+            if link.conn is dropped:
+                link.lost = why
+                link.changed.notify_all()
 
     def _diagnose(self, channel: grpc.Channel, link: _Link, address: str) -> None:
         """After a failed connect over TLS: one call that fails fast says whether TLS was why."""
@@ -416,7 +630,8 @@ class Mesh:
             pass
 
     def accept(self, first: pb.Envelope, request_iterator: Iterator[pb.Envelope],
-               cancel: Callable[[], Any], auth: dict[str, list[bytes]] | None = None) -> _Link:
+               cancel: Callable[[], Any], auth: dict[str, list[bytes]] | None = None,
+               active: Callable[[], bool] | None = None) -> tuple[_Link, _Conn]:
         """Server side of the handshake; raises _Refused with the reason."""
         if first.WhichOneof("body") != "hello":
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "first message is not a handshake")
@@ -426,15 +641,27 @@ class Mesh:
             if first.hello.sender not in names:
                 why = (f"a certificate naming {names} claims to be party "
                        f"'{first.hello.sender}'")
-        if why is None and self.links[first.hello.sender].up.is_set():
-            why = f"party '{first.hello.sender}' is already connected"
+        link = self.links.get(first.hello.sender)
+        if why is None and link is not None:
+            if first.hello.resume and not link.up.is_set():
+                why = f"party '{link.peer}' resumes a link that never started"
+            elif first.hello.resume and (link.error is not None or link.closing):
+                why = f"the link to party '{link.peer}' has ended ({link.error or 'closing'})"
+            elif not first.hello.resume and link.up.is_set():
+                why = f"party '{link.peer}' is already connected"
         if why is not None:
             log.error("rejected a connection: %s", why)
             self.rejections.append(why)
             raise _Refused(grpc.StatusCode.FAILED_PRECONDITION, why)
-        link = self.links[first.hello.sender]
-        link.attach(request_iterator, cancel)
-        return link
+        assert link is not None
+        conn = _Conn(link.conn.gen, stream=request_iterator, cancel=cancel, active=active)
+        conn.outgoing.put(self._hello(link.peer, first.hello.resume))
+        if first.hello.resume:
+            resent = link.resume(conn, first.hello.received)
+            log.warning("link to party '%s' restored (%s resent)", link.peer, _frames(resent))
+        else:
+            link.attach(conn)
+        return link, conn
 
     # ------------------------------------------------------------ messages
     def _link(self, peer: str) -> _Link:
@@ -460,11 +687,11 @@ class Mesh:
                 link.send_seq += 1
             for env in codec.frames_for(self.session_id, self.me, tag, kind, dtype, shape, data,
                                         self.options.limits.chunk_bytes):
+                link.push(env)
                 link.bytes_sent += env.ByteSize()
                 if self.wire_log is not None:  # length-prefixed envelopes
                     blob = env.SerializeToString()
                     self.wire_log.write(len(blob).to_bytes(4, "little") + blob)
-                link.outgoing.put(env)
             link.messages_sent += 1
         return tag
 
@@ -486,6 +713,7 @@ class Mesh:
         """Tell every peer this node stops on an error, then close without waiting."""
         env = pb.Envelope(abort=pb.Abort(sender=self.me, reason=reason))
         for link in self.links.values():
+            link.closing = True
             link.outgoing.put(env)
             link.outgoing.put(_CLOSE)
         time.sleep(0.2)  # let gRPC flush the aborts before the process goes
@@ -494,6 +722,7 @@ class Mesh:
     def close(self) -> None:
         """Half-close every link, wait (bounded) for the peers to do the same, then stop."""
         for link in self.links.values():
+            link.closing = True
             link.outgoing.put(_CLOSE)
         deadline = time.monotonic() + self.options.close_timeout
         for link in self.links.values():
@@ -505,10 +734,10 @@ class Mesh:
         while not self._stopped.wait(tick):
             now = time.monotonic()
             for link in self.links.values():
-                deadline = link.read_deadline
-                if deadline is not None and now > deadline and link.cancel is not None:
+                deadline, cancel = link.read_deadline, link.conn.cancel
+                if deadline is not None and now > deadline and cancel is not None:
                     link.timed_out = True
-                    link.cancel()
+                    cancel()
 
     def _teardown(self, grace: float) -> None:
         self._stopped.set()
@@ -531,10 +760,11 @@ class Mesh:
 
 
 class _Refused(Exception):
-    def __init__(self, code: grpc.StatusCode, why: str) -> None:
+    def __init__(self, code: grpc.StatusCode | None, why: str, ours: bool = False) -> None:
         super().__init__(why)
         self.code = code
         self.why = why
+        self.ours = ours  # this node refused the peer (not the other way round)
 
 
 class _Servicer(pb_grpc.LinkServicer):
@@ -549,13 +779,18 @@ class _Servicer(pb_grpc.LinkServicer):
         except (StopIteration, grpc.RpcError):
             return
         try:
-            link = self.mesh.accept(first, request_iterator, context.cancel,
-                                    context.auth_context())
+            link, conn = self.mesh.accept(first, request_iterator, context.cancel,
+                                          context.auth_context(), context.is_active)
         except _Refused as exc:
             context.abort(exc.code, exc.why)
             return
-        context.add_callback(lambda: link.outgoing.put(_CLOSE))
-        yield self.mesh._hello(link.peer)
-        yield from link.outgoing_iter()
+
+        def ended() -> None:
+            conn.outgoing.put(_CLOSE)
+            link.dropped(conn.gen)
+
+        context.add_callback(ended)
+        yield from conn.iterate()
         # our side is done; keep the call open until the peer is done too
-        link.eof.wait(self.mesh.options.close_timeout)
+        if conn is link.conn and context.is_active():
+            link.eof.wait(self.mesh.options.close_timeout)

@@ -24,27 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12parties/wire.proto\x12\tsmpc.wire\"b\n\x05Hello\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x10\n\x08receiver\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\x12\n\nworld_size\x18\x05 \x01(\r\"\xc4\x01\n\x05\x46rame\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\x04\x12\r\n\x05\x63hunk\x18\x04 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x05 \x01(\r\x12\x1d\n\x04kind\x18\x06 \x01(\x0e\x32\x0f.smpc.wire.Kind\x12\x1f\n\x05\x64type\x18\x07 \x01(\x0e\x32\x10.smpc.wire.DType\x12\r\n\x05shape\x18\x08 \x03(\x03\x12\x0e\n\x06nbytes\x18\t \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\"\'\n\x05\x41\x62ort\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"{\n\x08\x45nvelope\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.smpc.wire.HelloH\x00\x12!\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x10.smpc.wire.FrameH\x00\x12!\n\x05\x61\x62ort\x18\x03 \x01(\x0b\x32\x10.smpc.wire.AbortH\x00\x42\x06\n\x04\x62ody*7\n\x07Version\x12\x17\n\x13VERSION_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERSION_CURRENT\x10\x01*x\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\t\n\x05INT64\x10\x01\x12\t\n\x05INT32\x10\x02\x12\t\n\x05INT16\x10\x03\x12\x08\n\x04INT8\x10\x04\x12\t\n\x05UINT8\x10\x05\x12\x08\n\x04\x42OOL\x10\x06\x12\x0b\n\x07\x46LOAT64\x10\x07\x12\x0b\n\x07\x46LOAT32\x10\x08*4\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\n\n\x06TENSOR\x10\x01\x12\n\n\x06OBJECT\x10\x02\x32?\n\x04Link\x12\x37\n\x07\x43onnect\x12\x13.smpc.wire.Envelope\x1a\x13.smpc.wire.Envelope(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12parties/wire.proto\x12\tsmpc.wire\"\x84\x01\n\x05Hello\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x10\n\x08receiver\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12\x12\n\nworld_size\x18\x05 \x01(\r\x12\x0e\n\x06resume\x18\x06 \x01(\x08\x12\x10\n\x08received\x18\x07 \x01(\x04\"\xc4\x01\n\x05\x46rame\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\x04\x12\r\n\x05\x63hunk\x18\x04 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x05 \x01(\r\x12\x1d\n\x04kind\x18\x06 \x01(\x0e\x32\x0f.smpc.wire.Kind\x12\x1f\n\x05\x64type\x18\x07 \x01(\x0e\x32\x10.smpc.wire.DType\x12\r\n\x05shape\x18\x08 \x03(\x03\x12\x0e\n\x06nbytes\x18\t \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\"\'\n\x05\x41\x62ort\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x05\n\x03\x41\x63k\"\xb6\x01\n\x08\x45nvelope\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.smpc.wire.HelloH\x00\x12!\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x10.smpc.wire.FrameH\x00\x12!\n\x05\x61\x62ort\x18\x03 \x01(\x0b\x32\x10.smpc.wire.AbortH\x00\x12\x1d\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x0e.smpc.wire.AckH\x00\x12\x0b\n\x03seq\x18\x08 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\t \x01(\x04\x42\x06\n\x04\x62ody*7\n\x07Version\x12\x17\n\x13VERSION_UNSPECIFIED\x10\x00\x12\x13\n\x0fVERSION_CURRENT\x10\x02*x\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\t\n\x05INT64\x10\x01\x12\t\n\x05INT32\x10\x02\x12\t\n\x05INT16\x10\x03\x12\x08\n\x04INT8\x10\x04\x12\t\n\x05UINT8\x10\x05\x12\x08\n\x04\x42OOL\x10\x06\x12\x0b\n\x07\x46LOAT64\x10\x07\x12\x0b\n\x07\x46LOAT32\x10\x08*4\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\n\n\x06TENSOR\x10\x01\x12\n\n\x06OBJECT\x10\x02\x32?\n\x04Link\x12\x37\n\x07\x43onnect\x12\x13.smpc.wire.Envelope\x1a\x13.smpc.wire.Envelope(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parties.wire_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERSION']._serialized_start=498
-  _globals['_VERSION']._serialized_end=553
-  _globals['_DTYPE']._serialized_start=555
-  _globals['_DTYPE']._serialized_end=675
-  _globals['_KIND']._serialized_start=677
-  _globals['_KIND']._serialized_end=729
-  _globals['_HELLO']._serialized_start=33
-  _globals['_HELLO']._serialized_end=131
-  _globals['_FRAME']._serialized_start=134
-  _globals['_FRAME']._serialized_end=330
-  _globals['_ABORT']._serialized_start=332
-  _globals['_ABORT']._serialized_end=371
-  _globals['_ENVELOPE']._serialized_start=373
-  _globals['_ENVELOPE']._serialized_end=496
-  _globals['_LINK']._serialized_start=731
-  _globals['_LINK']._serialized_end=794
+  _globals['_VERSION']._serialized_start=600
+  _globals['_VERSION']._serialized_end=655
+  _globals['_DTYPE']._serialized_start=657
+  _globals['_DTYPE']._serialized_end=777
+  _globals['_KIND']._serialized_start=779
+  _globals['_KIND']._serialized_end=831
+  _globals['_HELLO']._serialized_start=34
+  _globals['_HELLO']._serialized_end=166
+  _globals['_FRAME']._serialized_start=169
+  _globals['_FRAME']._serialized_end=365
+  _globals['_ABORT']._serialized_start=367
+  _globals['_ABORT']._serialized_end=406
+  _globals['_ACK']._serialized_start=408
+  _globals['_ACK']._serialized_end=413
+  _globals['_ENVELOPE']._serialized_start=416
+  _globals['_ENVELOPE']._serialized_end=598
+  _globals['_LINK']._serialized_start=833
+  _globals['_LINK']._serialized_end=896
 # @@protoc_insertion_point(module_scope)

@@ -45,18 +45,22 @@ TENSOR: Kind
 OBJECT: Kind
 
 class Hello(_message.Message):
-    __slots__ = ("session_id", "sender", "receiver", "version", "world_size")
+    __slots__ = ("session_id", "sender", "receiver", "version", "world_size", "resume", "received")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     sender: str
     receiver: str
     version: int
     world_size: int
-    def __init__(self, session_id: _Optional[str] = ..., sender: _Optional[str] = ..., receiver: _Optional[str] = ..., version: _Optional[int] = ..., world_size: _Optional[int] = ...) -> None: ...
+    resume: bool
+    received: int
+    def __init__(self, session_id: _Optional[str] = ..., sender: _Optional[str] = ..., receiver: _Optional[str] = ..., version: _Optional[int] = ..., world_size: _Optional[int] = ..., resume: _Optional[bool] = ..., received: _Optional[int] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("session_id", "sender", "tag", "chunk", "chunks", "kind", "dtype", "shape", "nbytes", "data")
@@ -90,12 +94,22 @@ class Abort(_message.Message):
     reason: str
     def __init__(self, sender: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class Ack(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class Envelope(_message.Message):
-    __slots__ = ("hello", "frame", "abort")
+    __slots__ = ("hello", "frame", "abort", "ack", "seq", "acked")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     frame: Frame
     abort: Abort
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ...) -> None: ...
+    ack: Ack
+    seq: int
+    acked: int
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., seq: _Optional[int] = ..., acked: _Optional[int] = ...) -> None: ...

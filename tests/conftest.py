@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,3 +24,17 @@ def smpc_cmd() -> list[str]:
 def _in_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+@pytest.fixture(scope="session")
+def local_result(  # the hospitals example on loopback, once per test run
+        tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("local") / "out.json"
+    consortium = ROOT / "examples" / "hospitals" / "consortium.toml"
+    proc = subprocess.run([sys.executable, "-m", "parties.cli", "local", str(consortium),
+                           "--json", str(out)], capture_output=True, text=True, timeout=400,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    data["stdout"] = proc.stdout
+    return data

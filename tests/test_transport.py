@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from parties import codec
 from parties import wire_pb2 as pb
 from parties.transport import LinkOptions, Mesh, PeerError, PeerTimeout, SettingError
+from tests.relay import Relay
 
 
 def _mesh(names: list[str], **opts: float) -> dict[str, Mesh]:
@@ -85,7 +87,9 @@ def test_receive_deadline_names_the_peer(pair: dict[str, Mesh]) -> None:
 
 
 def _inject(mesh: Mesh, peer: str, frame: pb.Frame) -> None:
-    mesh.links[peer].outgoing.put(pb.Envelope(frame=frame))
+    link = mesh.links[peer]
+    with link.send_lock:
+        link.push(pb.Envelope(frame=frame))
 
 
 @pytest.mark.parametrize(
@@ -211,5 +215,73 @@ def test_manifest_handshake_over_the_mesh() -> None:
         t.join(20)
     assert "differs from party 'c' in field 'protocol.parameters.epochs'" in errors["a"]
     assert "differs from party 'a' in field 'protocol.parameters.epochs'" in errors["c"]
+    for m in meshes.values():
+        m.abort("test over")
+
+
+def _pair_via_relay(**opts: float) -> tuple[dict[str, Mesh], Relay]:
+    """a dials b through a relay that the test can cut."""
+    meshes = _mesh(["a", "b"], **opts)
+    port_b = meshes["b"].bind("127.0.0.1:0")
+    port_a = meshes["a"].bind("127.0.0.1:0")
+    relay = Relay(("127.0.0.1", port_b))
+    book = {"a": f"127.0.0.1:{port_a}", "b": f"127.0.0.1:{relay.start()}"}
+    threads = [threading.Thread(target=m.connect, args=(book,)) for m in meshes.values()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert all(m.links[p].up.is_set() for m, p in ((meshes["a"], "b"), (meshes["b"], "a")))
+    return meshes, relay
+
+
+def test_dropped_connection_is_resumed_without_loss() -> None:
+    """Cut the TCP connection (RST) with an outage; every payload arrives once, in order."""
+    meshes, relay = _pair_via_relay(reconnect_window=10.0)
+    a, b = meshes["a"], meshes["b"]
+    big = torch.randint(-2**62, 2**62, (3 * 2**20 // 8 + 5,))  # several chunks
+    got_a: list[int] = []
+    got_b: list[torch.Tensor] = []
+
+    def b_side() -> None:  # echo each small tensor back, doubled
+        for _ in range(60):
+            x = b.recv("a")
+            got_b.append(x)
+            if x.numel() == 1:
+                b.send("a", x * 2)
+
+    t = threading.Thread(target=b_side)
+    t.start()
+    for i in range(30):
+        a.send("b", torch.tensor([i]))
+        got_a.append(int(a.recv("b")))
+    relay.cut(outage=1.0)
+    a.send("b", big)  # sent into the dead connection: kept until acknowledged
+    for i in range(30, 59):
+        a.send("b", torch.tensor([i]))
+        got_a.append(int(a.recv("b")))
+    t.join(30)
+    assert got_a == [2 * i for i in range(59)]
+    assert torch.equal(got_b[30], big)
+    assert [int(x) for x in got_b[:30] + got_b[31:]] == list(range(59))
+    assert a.links["b"].reconnects >= 1 and b.links["a"].reconnects >= 1
+    assert len(a.links["b"].unacked) <= 1  # acknowledged frames are not kept
+    _close_all(meshes)
+    relay.stop()
+
+
+def test_lost_peer_is_named_within_the_reconnect_window() -> None:
+    """The route to b disappears for good: both sides fail naming the other, in time."""
+    meshes, relay = _pair_via_relay(reconnect_window=2.0)
+    a, b = meshes["a"], meshes["b"]
+    a.send("b", torch.tensor([1]))
+    assert int(b.recv("a")) == 1
+    relay.stop()  # connections reset, and the relay's port now refuses
+    tic = time.monotonic()
+    with pytest.raises(PeerError, match=r"party 'b': is gone: 127\.0\.0\.1:[0-9]+ refuses"):
+        a.recv("b", timeout=30)
+    with pytest.raises(PeerError, match=r"party 'a': connection lost .* not restored within 2 s"):
+        b.recv("a", timeout=30)
+    assert time.monotonic() - tic < 8
     for m in meshes.values():
         m.abort("test over")

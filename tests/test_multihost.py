@@ -1,0 +1,151 @@
+"""The Docker demo's nodes as separate hosts (network namespaces), with mutual TLS, and faults.
+
+Each node runs in its own namespace the command its container runs in
+docker/compose.yaml (paths mapped by tests/netns.py), resolving the others by
+service name. A fault is injected when hospital-c reports its second epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.netns import ComposeNodes, Network, Output, unavailable
+
+HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
+NODES = ["dealer", *HOSPITALS]
+PORTS = {"dealer": 7100, "hospital-a": 7101, "hospital-b": 7102, "hospital-c": 7103}
+FAULT_FLAGS = ["--keepalive", "1", "--reconnect-window", "6", "--timeout", "60"]
+EXIT_LOST = 3
+
+_why = unavailable()
+if _why:
+    print(f"test_multihost: skipped: {_why}")
+pytestmark = pytest.mark.skipif(_why is not None, reason=f"no network namespaces: {_why}")
+
+
+class Consortium:
+    """The compose services started in one namespace each; outputs collected."""
+
+    def __init__(self, scratch: Path, net: Network) -> None:
+        self.nodes = ComposeNodes(scratch)
+        self.net = net
+        self.out: dict[str, Output] = {}
+        subprocess.run(self.nodes.command("certs"), check=True, capture_output=True, timeout=60)
+
+    def start(self, extra: list[str] | None = None, resume: bool = False) -> None:
+        """Every node; with `resume`, the parties continue from their checkpoints."""
+        def flags(node: str) -> list[str]:
+            return [*(extra or []), *(["--resume"] if resume and node != "dealer" else [])]
+
+        self.out = {n: Output(self.net.start(n, self.nodes.command(n, flags(n)))) for n in NODES}
+
+    def finish(self, timeout: float) -> dict[str, int | None]:
+        end = time.monotonic() + timeout
+        return {n: o.finish(max(0.0, end - time.monotonic())) for n, o in self.out.items()}
+
+    def metrics(self, party: str) -> dict[str, Any]:
+        path = self.nodes.volume(f"results-{party}") / "result.json"
+        return json.loads(path.read_text())["revealed"]["metrics"]
+
+    def wait_for_epoch(self, party: str, epoch: int) -> None:
+        assert self.out[party].wait_for(rf"epoch: epoch={epoch} ", 240), self.out[party].text
+
+
+@pytest.fixture()
+def consortium(tmp_path: Path) -> Any:
+    with Network(NODES, PORTS) as net:
+        yield Consortium(tmp_path, net)
+
+
+def _same(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert got["accuracy"] == pytest.approx(want["accuracy"], abs=1e-3)
+    assert got["auc"] == pytest.approx(want["auc"], abs=2e-3)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The compose commands across four namespaced hosts with mutual TLS, undisturbed."""
+    with Network(NODES, PORTS) as net:
+        c = Consortium(tmp_path_factory.mktemp("multihost"), net)
+        c.start()
+        codes = c.finish(300)
+        assert codes == dict.fromkeys(NODES, 0), {n: o.text[-600:] for n, o in c.out.items()}
+        return {"metrics": {p: c.metrics(p) for p in HOSPITALS}, "nodes": c.nodes,
+                "text": {n: o.text for n, o in c.out.items()}}
+
+
+def test_namespaced_hosts_match_loopback(uninterrupted: dict[str, Any],
+                                         local_result: dict[str, Any]) -> None:
+    want = local_result["revealed"]["metrics"]
+    for party in HOSPITALS:
+        _same(uninterrupted["metrics"][party], want)
+    nodes: ComposeNodes = uninterrupted["nodes"]
+    assert (nodes.volume("results-hospital-a") / "model.pt").is_file()
+    assert not (nodes.volume("results-hospital-b") / "model.pt").exists()
+    # every link was TLS: no node was told to run without it
+    assert not any("--insecure" in t for t in uninterrupted["text"].values())
+
+
+def _stopped_naming(c: Consortium, codes: dict[str, int | None], lost: str,
+                    survivors: list[str]) -> None:
+    for node in survivors:
+        text = c.out[node].text
+        last = next((ln for ln in reversed(c.out[node].lines) if "stopped" in ln), text[-300:])
+        assert codes[node] == EXIT_LOST, f"{node} exited {codes[node]}: {text[-600:]}"
+        assert f"'{lost}'" in last, f"{node} did not name {lost}: {last}"
+        assert ("after epoch" in last) if node != "dealer" else ("after serving" in last), last
+    assert all(rc is not None for rc in codes.values()), f"left running: {codes}"
+
+
+def test_link_cut_and_kept_down(consortium: Consortium) -> None:
+    consortium.start(FAULT_FLAGS)
+    consortium.wait_for_epoch("hospital-c", 2)
+    consortium.net.set_link("hospital-c", up=False)
+    tic = time.monotonic()
+    codes = consortium.finish(90)
+    assert time.monotonic() - tic < 60, codes
+    _stopped_naming(consortium, codes, "hospital-c", ["hospital-a", "hospital-b", "dealer"])
+    assert codes["hospital-c"] == EXIT_LOST, consortium.out["hospital-c"].text[-400:]
+
+
+@pytest.mark.parametrize("victim", ["hospital-b", "dealer"])
+def test_kill_then_resume(consortium: Consortium, victim: str,
+                          uninterrupted: dict[str, Any]) -> None:
+    consortium.start(FAULT_FLAGS)
+    consortium.wait_for_epoch("hospital-c", 2)
+    os.kill(consortium.out[victim].proc.pid, signal.SIGKILL)
+    tic = time.monotonic()
+    codes = consortium.finish(90)
+    assert time.monotonic() - tic < 60, codes
+    assert codes[victim] == -signal.SIGKILL
+    _stopped_naming(consortium, codes, victim, [n for n in NODES if n != victim])
+
+    consortium.start(FAULT_FLAGS, resume=True)  # the dealer keeps no state to resume
+    codes = consortium.finish(300)
+    assert codes == dict.fromkeys(NODES, 0), {n: o.text[-600:] for n, o in consortium.out.items()}
+    assert "resumed" in consortium.out["hospital-a"].text
+    for party in HOSPITALS:
+        _same(consortium.metrics(party), uninterrupted["metrics"][party])
+
+
+def test_two_second_link_flap_is_survived(consortium: Consortium,
+                                          uninterrupted: dict[str, Any]) -> None:
+    consortium.start(FAULT_FLAGS)
+    consortium.wait_for_epoch("hospital-c", 2)
+    consortium.net.set_link("hospital-c", up=False)
+    time.sleep(2.0)
+    consortium.net.set_link("hospital-c", up=True)
+    codes = consortium.finish(300)
+    assert codes == dict.fromkeys(NODES, 0), {n: o.text[-600:] for n, o in consortium.out.items()}
+    restored = [ln for o in consortium.out.values() for ln in o.lines if "restored" in ln]
+    assert restored, "the links never dropped: the flap tested nothing"
+    for party in HOSPITALS:
+        _same(consortium.metrics(party), uninterrupted["metrics"][party])
