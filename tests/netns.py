@@ -10,7 +10,7 @@ address in a private 10.x.y.0/24 network. Names resolve through a per-namespace
 hosts file (`ip netns exec` mounts /etc/netns/<ns>/hosts over /etc/hosts), so
 consortium files name hosts exactly as in docker/ (`hospital-a:7101`).
 
-With `delay` set, every connection between nodes goes through a relay in the
+With `delay` set (or `relay=True`), every connection between nodes goes through a relay in the
 root namespace that holds each direction back by `delay` seconds (round trip
 2 x delay): `tc netem` is missing from this kernel (no sch_netem module).
 
@@ -24,6 +24,7 @@ Needs root and iproute2; `unavailable()` says why not.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
@@ -66,7 +67,7 @@ class Network:
     """Namespaces for `nodes` on one bridge; processes started in them are killed on exit."""
 
     def __init__(self, nodes: list[str], ports: dict[str, int] | None = None,
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, relay: bool | None = None) -> None:
         n = next(_count)
         self.tag = f"{os.getpid() % 10000}{n}"
         net = (os.getpid() * 7 + n) % 60000
@@ -74,6 +75,7 @@ class Network:
         self.nodes = list(nodes)
         self.ports = ports or {}
         self.delay = delay
+        self.relayed = bool(delay) if relay is None else relay  # relay: even with no delay
         self.bridge = f"smpcb{self.tag}"
         self.ns = {node: f"smpc{self.tag}-{i}" for i, node in enumerate(nodes)}
         self.veth = {node: f"smpv{self.tag}x{i}" for i, node in enumerate(nodes)}
@@ -109,11 +111,11 @@ class Network:
             hosts.mkdir(parents=True, exist_ok=True)
             lines = ["127.0.0.1 localhost"]
             for other in self.nodes:
-                via = self.address[other] if other == node or not self.delay else \
+                via = self.address[other] if other == node or not self.relayed else \
                     self.relay_address[other]
                 lines.append(f"{via} {other}")
             (hosts / "hosts").write_text("\n".join(lines) + "\n")
-        if self.delay:
+        if self.relayed:
             for node in self.nodes:
                 _ip("addr", "add", f"{self.relay_address[node]}/24", "dev", self.bridge)
                 relay = Relay((self.address[node], self.ports[node]), self.delay,
@@ -165,6 +167,7 @@ class Output:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
         self.lines: list[str] = []
+        self.times: list[float] = []  # time.monotonic() when each line arrived
         self._new = threading.Condition()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -173,6 +176,7 @@ class Output:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             with self._new:
+                self.times.append(time.monotonic())
                 self.lines.append(line.rstrip("\n"))
                 self._new.notify_all()
         with self._new:
@@ -208,8 +212,10 @@ class Output:
 class ComposeNodes:
     """docker/compose.yaml's services as host commands, container mounts mapped into `scratch`."""
 
-    def __init__(self, scratch: Path, compose: Path = ROOT / "docker" / "compose.yaml") -> None:
+    def __init__(self, scratch: Path, compose: Path = ROOT / "docker" / "compose.yaml",
+                 edits: dict[str, str] | None = None) -> None:
         self.compose_path = compose
+        self.edits = edits or {}  # text replacements in the consortium file (same for all)
         self.spec = yaml.safe_load(compose.read_text())
         self.services: dict[str, Any] = self.spec["services"]
         self.scratch = scratch
@@ -242,6 +248,10 @@ class ComposeNodes:
         for src in [self.docker / "consortium.toml", *(self.docker / "policies").glob("*.toml")]:
             dst = app / src.relative_to(self.docker)
             text = src.read_text()
+            for old, new in self.edits.items() if src.name == "consortium.toml" else ():
+                if old not in text:
+                    raise ValueError(f"{src}: no {old!r} to replace")
+                text = text.replace(old, new)
             for target in sorted(mounts, key=len, reverse=True):
                 text = re.sub(rf'"{re.escape(target)}(/[^"]*)?"',
                               lambda m, t=target: f'"{mounts[t]}{m.group(1) or ""}"', text)
@@ -261,3 +271,44 @@ class ComposeNodes:
 
     def volume(self, name: str) -> Path:
         return self.scratch / "volumes" / name
+
+
+class ComposeRun:
+    """docker/compose.yaml's nodes started in one namespace each (certs made first)."""
+
+    def __init__(self, scratch: Path, net: Network, edits: dict[str, str] | None = None) -> None:
+        self.nodes = ComposeNodes(scratch, edits=edits)
+        self.net = net
+        self.names = [n for n in self.nodes.services if n != "certs"]
+        self.out: dict[str, Output] = {}
+        subprocess.run(self.nodes.command("certs"), check=True, capture_output=True, timeout=60)
+
+    def start(self, extra: list[str] | None = None, resume: bool = False) -> None:
+        """Every node; with `resume`, the parties continue from their checkpoints."""
+        def flags(node: str) -> list[str]:
+            return [*(extra or []), *(["--resume"] if resume and node != "dealer" else [])]
+
+        self.out = {n: Output(self.net.start(n, self.nodes.command(n, flags(n))))
+                    for n in self.names}
+
+    def finish(self, timeout: float) -> dict[str, int | None]:
+        """Wait (bounded) for every node; exit codes, None for any still running."""
+        end = time.monotonic() + timeout
+        return {n: o.finish(max(0.0, end - time.monotonic())) for n, o in self.out.items()}
+
+    def result(self, party: str) -> dict[str, Any]:
+        return json.loads((self.nodes.volume(f"results-{party}") / "result.json").read_text())
+
+    def metrics(self, party: str) -> dict[str, Any]:
+        return self.result(party)["revealed"]["metrics"]
+
+    def wait_for_epoch(self, party: str, epoch: int, timeout: float = 240) -> None:
+        if not self.out[party].wait_for(rf"epoch: epoch={epoch} ", timeout):
+            raise AssertionError(f"{party} did not reach epoch {epoch}:\n"
+                                 f"{self.out[party].text[-800:]}")
+
+    def epoch_times(self, party: str) -> list[float]:
+        """When `party` reported each epoch (time.monotonic())."""
+        out = self.out[party]
+        return [t for t, ln in zip(out.times, out.lines, strict=True)
+                if ln.startswith("epoch: epoch=")]

@@ -7,17 +7,17 @@ service name. A fault is injected when hospital-c reports its second epoch.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.netns import ComposeNodes, Network, Output, unavailable
+from parties import collaboration
+from parties.consortium import load_consortium, load_policy
+from tests.netns import ROOT, ComposeNodes, ComposeRun, Network, unavailable
 
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
 NODES = ["dealer", *HOSPITALS]
@@ -31,38 +31,10 @@ if _why:
 pytestmark = pytest.mark.skipif(_why is not None, reason=f"no network namespaces: {_why}")
 
 
-class Consortium:
-    """The compose services started in one namespace each; outputs collected."""
-
-    def __init__(self, scratch: Path, net: Network) -> None:
-        self.nodes = ComposeNodes(scratch)
-        self.net = net
-        self.out: dict[str, Output] = {}
-        subprocess.run(self.nodes.command("certs"), check=True, capture_output=True, timeout=60)
-
-    def start(self, extra: list[str] | None = None, resume: bool = False) -> None:
-        """Every node; with `resume`, the parties continue from their checkpoints."""
-        def flags(node: str) -> list[str]:
-            return [*(extra or []), *(["--resume"] if resume and node != "dealer" else [])]
-
-        self.out = {n: Output(self.net.start(n, self.nodes.command(n, flags(n)))) for n in NODES}
-
-    def finish(self, timeout: float) -> dict[str, int | None]:
-        end = time.monotonic() + timeout
-        return {n: o.finish(max(0.0, end - time.monotonic())) for n, o in self.out.items()}
-
-    def metrics(self, party: str) -> dict[str, Any]:
-        path = self.nodes.volume(f"results-{party}") / "result.json"
-        return json.loads(path.read_text())["revealed"]["metrics"]
-
-    def wait_for_epoch(self, party: str, epoch: int) -> None:
-        assert self.out[party].wait_for(rf"epoch: epoch={epoch} ", 240), self.out[party].text
-
-
 @pytest.fixture()
 def consortium(tmp_path: Path) -> Any:
     with Network(NODES, PORTS) as net:
-        yield Consortium(tmp_path, net)
+        yield ComposeRun(tmp_path, net)
 
 
 def _same(got: dict[str, Any], want: dict[str, Any]) -> None:
@@ -74,7 +46,7 @@ def _same(got: dict[str, Any], want: dict[str, Any]) -> None:
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The compose commands across four namespaced hosts with mutual TLS, undisturbed."""
     with Network(NODES, PORTS) as net:
-        c = Consortium(tmp_path_factory.mktemp("multihost"), net)
+        c = ComposeRun(tmp_path_factory.mktemp("multihost"), net)
         c.start()
         codes = c.finish(300)
         assert codes == dict.fromkeys(NODES, 0), {n: o.text[-600:] for n, o in c.out.items()}
@@ -94,7 +66,7 @@ def test_namespaced_hosts_match_loopback(uninterrupted: dict[str, Any],
     assert not any("--insecure" in t for t in uninterrupted["text"].values())
 
 
-def _stopped_naming(c: Consortium, codes: dict[str, int | None], lost: str,
+def _stopped_naming(c: ComposeRun, codes: dict[str, int | None], lost: str,
                     survivors: list[str]) -> None:
     for node in survivors:
         text = c.out[node].text
@@ -105,7 +77,7 @@ def _stopped_naming(c: Consortium, codes: dict[str, int | None], lost: str,
     assert all(rc is not None for rc in codes.values()), f"left running: {codes}"
 
 
-def test_link_cut_and_kept_down(consortium: Consortium) -> None:
+def test_link_cut_and_kept_down(consortium: ComposeRun) -> None:
     consortium.start(FAULT_FLAGS)
     consortium.wait_for_epoch("hospital-c", 2)
     consortium.net.set_link("hospital-c", up=False)
@@ -117,7 +89,7 @@ def test_link_cut_and_kept_down(consortium: Consortium) -> None:
 
 
 @pytest.mark.parametrize("victim", ["hospital-b", "dealer"])
-def test_kill_then_resume(consortium: Consortium, victim: str,
+def test_kill_then_resume(consortium: ComposeRun, victim: str,
                           uninterrupted: dict[str, Any]) -> None:
     consortium.start(FAULT_FLAGS)
     consortium.wait_for_epoch("hospital-c", 2)
@@ -136,7 +108,7 @@ def test_kill_then_resume(consortium: Consortium, victim: str,
         _same(consortium.metrics(party), uninterrupted["metrics"][party])
 
 
-def test_two_second_link_flap_is_survived(consortium: Consortium,
+def test_two_second_link_flap_is_survived(consortium: ComposeRun,
                                           uninterrupted: dict[str, Any]) -> None:
     consortium.start(FAULT_FLAGS)
     consortium.wait_for_epoch("hospital-c", 2)
@@ -149,3 +121,21 @@ def test_two_second_link_flap_is_survived(consortium: Consortium,
     assert restored, "the links never dropped: the flap tested nothing"
     for party in HOSPITALS:
         _same(consortium.metrics(party), uninterrupted["metrics"][party])
+
+
+def test_training_completes_over_a_slow_network(tmp_path: Path) -> None:
+    """20 ms round trips between every pair of hosts (a delaying relay; no netem here)."""
+    with Network(NODES, PORTS, delay=0.010) as net:
+        c = ComposeRun(tmp_path, net, edits={"epochs = 10": "epochs = 1"})
+        c.start()
+        codes = c.finish(300)
+        assert codes == dict.fromkeys(NODES, 0), {n: o.text[-600:] for n, o in c.out.items()}
+        result = c.result("hospital-a")
+    example = load_consortium(ROOT / "examples" / "hospitals" / "consortium.toml")
+    example.parameters["epochs"] = 1
+    policies = {p: load_policy(collaboration.policy_path(example, p)) for p in HOSPITALS}
+    pooled = collaboration.baselines(example, policies)["pooled"]  # plaintext, 1 epoch
+    _same(result["revealed"]["metrics"], pooled)
+    timings = result["timings"]
+    # each round waits at least one 10 ms one-way trip: the delay was on the path
+    assert timings["protocol_seconds"] >= 0.8 * 0.010 * timings["rounds"], timings
