@@ -116,20 +116,49 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def _accuracy(res: dict[str, Any]) -> str:
-    acc = res.get("result", {}).get("accuracy")
+def _accuracy(res: dict[str, Any], key: str = "accuracy") -> str:
+    acc = res.get("result", {}).get(key)
     return f"{acc:.3f}" if isinstance(acc, float) else ""
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.gloo_baseline import run_gloo
-    from benchmarks.workloads import WORKLOADS
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="skip the logistic-regression epoch")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per cell (epoch: 1)")
     ap.add_argument("--json", help="also write the raw numbers here")
+    ap.add_argument("--only", choices=["engine", "bulk", "growth"],
+                    help="one table only (default: all three)")
     args = ap.parse_args(argv)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, every node a process on loopback, one torch thread "
+          "each")
+    if args.only in (None, "engine"):
+        engine_table(args)
+    if args.only in (None, "bulk"):
+        bulk_table(args.repeats)
+    if args.only in (None, "growth"):
+        from benchmarks import growth
+
+        print("\nGrowth: the self-test's operations (times are party 0's)")
+        growth.print_table(growth.table())
+    return 0
+
+
+def bulk_table(repeats: int) -> None:
+    from benchmarks import bulk
+
+    print("\nBulk transfer: 64 MiB one way between two processes")
+    head = "| path                   | seconds |  MB/s | vs TLS socket |"
+    print(head)
+    print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+    for r in bulk.table(repeats):
+        print(f"| {r['path']:<22} | {r['seconds']:7.3f} | {r['mb_s']:5.0f} | "
+              f"{r['vs_tls_socket']:13.2f} |")
+
+
+def engine_table(args: argparse.Namespace) -> None:
+    from benchmarks.gloo_baseline import run_gloo
+    from benchmarks.workloads import WORKLOADS
 
     names = [n for n in WORKLOADS if not (args.quick and "epoch" in n)]
     rows = []
@@ -146,28 +175,28 @@ def main(argv: list[str] | None = None) -> int:
                      "gloo_tfp": tfp,
                      "ratio": ours["seconds"] / ttp["seconds"]})
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, 3 parties + dealer/TTP on loopback")
+    print("3 parties + dealer (smpc) or TTP (CrypTen-gloo); median of "
+          f"{args.repeats} runs (epochs: 1)")
     head = (f"| {'workload':<34} | smpc s | rounds | bytes/party | CrypTen-gloo TTP s | rounds "
             "| bytes/party | ratio | smpc+TLS s | TLS cost | smpc TFP s | gloo TFP s "
             "| peak RSS MiB "
-            "| accuracy (smpc / TTP) |")
+            "| accuracy (smpc / TTP / plain) |")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
         o, t, f, ot = r["smpc"], r["gloo_ttp"], r["gloo_tfp"], r["smpc_tfp"]
         tls = r["smpc_tls"]["seconds"]
-        acc = f"{_accuracy(o)} / {_accuracy(t)}" if _accuracy(o) else ""
+        acc = (f"{_accuracy(o)} / {_accuracy(t)} / {_accuracy(o, 'plaintext_accuracy')}"
+               if _accuracy(o) else "")
         print(f"| {r['workload']:<34} | {o['seconds']:6.3f} | {o['rounds']:6d} | "
               f"{_fmt_bytes(o['bytes']):>11} | {t['seconds']:18.3f} | {t['rounds']:6d} | "
               f"{_fmt_bytes(t['bytes']):>11} | {r['ratio']:5.3f} | {tls:10.3f} | "
               f"{(tls / o['seconds'] - 1) * 100:+7.0f}% | {ot['seconds']:10.3f} | "
-              f"{f['seconds']:10.3f} | {o['peak_rss_mib']:12.0f} | {acc:<21} |")
+              f"{f['seconds']:10.3f} | {o['peak_rss_mib']:12.0f} | {acc:<29} |")
     print("smpc bytes are real gRPC bytes (sent + received, with framing); CrypTen counts "
           "8 bytes per element it logs.")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=str))
-    return 0
 
 
 if __name__ == "__main__":

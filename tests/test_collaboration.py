@@ -130,7 +130,10 @@ def test_different_protocol_code_stops_every_party(tmp_path: Path) -> None:
     code = tmp_path / "code"
     shutil.copytree(ROOT / "protocols", code / "protocols")
     lr = code / "protocols" / "logistic_regression.py"
-    lr.write_text(lr.read_text().replace("predicted = scores > 0.5", "predicted = scores > 0.4"))
+    original = lr.read_text()
+    changed = original.replace("predicted = scores > 0 ", "predicted = scores > 0.1 ")
+    assert changed != original
+    lr.write_text(changed)
     consortia = dict.fromkeys([*PARTIES, "dealer"], same)
     run = _run(consortia, _policies(same.parent),
                env={"hospital-b": {"PYTHONPATH": f"{code}:{ROOT}"}})
