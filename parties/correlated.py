@@ -38,13 +38,25 @@ def bits(g: torch.Generator, size: Sequence[int]) -> torch.Tensor:
     return torch.randint(0, 2, tuple(size), generator=g, dtype=torch.long)
 
 
+def broadcast_shapes(s0: Sequence[int], s1: Sequence[int]) -> torch.Size:
+    """torch.broadcast_shapes for two shapes (torch 2.13's takes ~1 ms a call)."""
+    n = max(len(s0), len(s1))
+    a, b = [1] * (n - len(s0)) + list(s0), [1] * (n - len(s1)) + list(s1)
+    out = []
+    for x, y in zip(a, b, strict=True):
+        if x != y and 1 not in (x, y):
+            raise ValueError(f"shapes {list(s0)} and {list(s1)} do not broadcast")
+        out.append(y if x == 1 else x)
+    return torch.Size(out)
+
+
 def result_size(op: str, size0: Sequence[int], size1: Sequence[int], kwargs: dict[str, Any]
                 ) -> torch.Size:
     """Shape of op(a, b) without computing it (shape rules; meta tensors for convolutions)."""
     if op not in BILINEAR_OPS:
         raise ValueError(f"unsupported bilinear op {op!r}")
     if op == "mul":
-        return torch.broadcast_shapes(tuple(size0), tuple(size1))
+        return broadcast_shapes(tuple(size0), tuple(size1))
     if op == "matmul":
         return _matmul_size(list(size0), list(size1))
     a = torch.empty(tuple(size0), device="meta")
@@ -61,7 +73,7 @@ def _matmul_size(s0: list[int], s1: list[int]) -> torch.Size:
     b = [*s1, 1] if v1 else s1
     if a[-1] != b[-2]:
         raise ValueError(f"matmul of shapes {s0} and {s1}")
-    batch = torch.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
+    batch = broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
     out = [*batch, a[-2], b[-1]]
     if v1:
         out.pop(-1)
@@ -99,7 +111,7 @@ def party_shares(kind: str, g: torch.Generator, rank: int, req: dict[str, Any]
     if kind == BINARY:
         out = [ring(g, size0), ring(g, req["size1"])]
         if rank > 0:
-            out.append(ring(g, torch.broadcast_shapes(tuple(size0), tuple(req["size1"]))))
+            out.append(ring(g, broadcast_shapes(tuple(size0), tuple(req["size1"]))))
         return out
     if kind == B2A:
         return [bits(g, size0)] + ([ring(g, size0)] if rank > 0 else [])

@@ -171,7 +171,7 @@ def run_dealer(spec: NodeSpec, mesh: Mesh) -> dict[str, int]:
 
     served: Counter[str] = Counter()
     try:
-        dealer.serve(mesh, spec.parties, served)
+        _profiled(lambda: dealer.serve(mesh, spec.parties, served), DEALER)
     except PeerError as exc:
         lost = RunInterrupted(exc.peer, exc.what,
                               f"after serving {sum(served.values())} requests")
@@ -211,7 +211,7 @@ def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any
             prepare(session)
         comm.reset_communication_stats()
         tic = time.perf_counter()
-        result = _profiled(protocol, session)
+        result = _profiled(lambda: protocol(session), session.name)
         elapsed = time.perf_counter() - tic
         comm.barrier()  # everything each party sent has arrived before anyone closes
     except PeerError as exc:
@@ -231,17 +231,15 @@ def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any
     return result, elapsed, stats
 
 
-def _profiled(protocol: Callable[[PartySession], Any], session: PartySession) -> Any:
-    """Run the protocol; with SMPC_PROFILE=PREFIX set, write a cProfile to PREFIX.<party>."""
-    import os
-
+def _profiled(run: Callable[[], Any], name: str) -> Any:
+    """Call `run`; with SMPC_PROFILE=PREFIX set, write a cProfile of it to PREFIX.<name>."""
     prefix = os.environ.get("SMPC_PROFILE")
     if not prefix:
-        return protocol(session)
+        return run()
     import cProfile
 
     profiler = cProfile.Profile()
     try:
-        return profiler.runcall(protocol, session)
+        return profiler.runcall(run)
     finally:
-        profiler.dump_stats(f"{prefix}.{session.name}")
+        profiler.dump_stats(f"{prefix}.{name}")
