@@ -151,9 +151,8 @@ class GrpcCommunicator(_Base):
         if src is None:
             raise ValueError("recv needs a source rank (receives are matched by sender and tag)")
         got = self._round(lambda: self.mesh.recv(self._name_of(src)))
-        out = tensor.clone()
-        out.copy_(got.reshape(tensor.shape))
-        return out
+        out = got.reshape(tensor.shape)  # a new tensor, as CrypTen's recv returns
+        return out if out.dtype == tensor.dtype else out.to(tensor.dtype)
 
     def isend(self, tensor: torch.Tensor, dst: int) -> _Done:
         self.mesh.send(self._name_of(dst), tensor)

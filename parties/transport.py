@@ -155,7 +155,7 @@ class _Link:
         self.send_seq = 0  # payload tags
         self.recv_seq = 0
         self.frame_seq = 0  # link sequence number of the last frame queued
-        self.unacked: deque[pb.Envelope] = deque()
+        self.unacked: deque[tuple[int, bytes]] = deque()  # (sequence number, wire bytes)
         self.peer_acked = 0
         self.received = 0  # link sequence number of the last frame delivered
         self.acked_to_peer = 0
@@ -190,8 +190,8 @@ class _Link:
         """Switch to `conn` after a drop: resend what the peer lacks; return how many."""
         with self.send_lock:
             self._trim(peer_received)
-            for env in self.unacked:
-                conn.outgoing.put(env)
+            for _, blob in self.unacked:
+                conn.outgoing.put(blob)
             resent = len(self.unacked)
             with self.changed:
                 old, self.conn = self.conn, conn
@@ -204,20 +204,36 @@ class _Link:
             old.cancel()
         return resent
 
+    def push_frame(self, build: Callable[[int, int], bytes]) -> bytes:
+        """Queue one frame: `build(seq, acked)` gives its wire bytes; kept until acknowledged.
+
+        Call with `send_lock` held.
+        """
+        self.frame_seq += 1
+        acked = self.received
+        blob = build(self.frame_seq, acked)
+        self.acked_to_peer = acked
+        self.unacked.append((self.frame_seq, blob))
+        self.conn.outgoing.put(blob)
+        return blob
+
     def push(self, env: pb.Envelope) -> None:
-        """Queue one envelope; frames get the next link sequence number and are kept."""
+        """Queue one protobuf envelope (frames get a sequence number). With `send_lock` held."""
+        if env.WhichOneof("body") == "frame":
+            def build(seq: int, acked: int) -> bytes:
+                env.seq, env.acked = seq, acked
+                return env.SerializeToString()
+
+            self.push_frame(build)
+            return
         env.acked = self.received
         self.acked_to_peer = env.acked
-        if env.WhichOneof("body") == "frame":
-            self.frame_seq += 1
-            env.seq = self.frame_seq
-            self.unacked.append(env)
         self.conn.outgoing.put(env)
 
     def _trim(self, upto: int) -> None:
         if upto > self.peer_acked:
             self.peer_acked = upto
-        while self.unacked and self.unacked[0].seq <= upto:
+        while self.unacked and self.unacked[0][0] <= upto:
             self.unacked.popleft()
 
     def fail(self, what: str) -> None:
@@ -233,29 +249,31 @@ class _Link:
             if gen == self.conn.gen and self.broken_at is None:
                 self.broken_at = time.monotonic()
 
-    def deliver(self, env: pb.Envelope) -> None:
+    def deliver(self, msg: codec.Incoming) -> None:
         """File one envelope from the peer under its tag (FrameError if it breaks a rule)."""
-        self.bytes_received += env.ByteSize()
-        if env.acked > self.peer_acked:
+        self.bytes_received += msg.size
+        if msg.acked > self.peer_acked:
             with self.send_lock:
-                self._trim(env.acked)
-        body = env.WhichOneof("body")
+                self._trim(msg.acked)
+        body = msg.body
         if body == "ack":
             return
         if body == "abort":
-            self.fail(f"aborted: {env.abort.reason}")
+            self.fail(f"aborted: {msg.message.abort.reason}")
             return
+        if body == "malformed":
+            raise codec.FrameError(msg.message)
         if body != "frame":
             raise codec.FrameError(f"unexpected {body or 'empty'} envelope after the handshake")
-        if env.seq <= self.received:
+        if msg.seq <= self.received:
             return  # resent after a reconnect, but it had arrived
-        if env.seq != self.received + 1:
-            raise codec.FrameError(f"frame {env.seq} arrived after frame {self.received}")
-        self.received = env.seq
+        if msg.seq != self.received + 1:
+            raise codec.FrameError(f"frame {msg.seq} arrived after frame {self.received}")
+        self.received = msg.seq
         if self.received - self.acked_to_peer >= ACK_EVERY:
             with self.send_lock:
                 self.push(pb.Envelope(ack=pb.Ack()))
-        done = self.assembler.feed(env.frame)
+        done = self.assembler.feed(msg.frame)
         if done is None:
             return
         tag, payload = done
@@ -279,7 +297,7 @@ class _Link:
             assert conn.stream is not None
             self.read_deadline = deadline
             try:
-                env = next(conn.stream)
+                msg = next(conn.stream)
             except (StopIteration, grpc.RpcError) as exc:
                 if self.timed_out:  # the watchdog cancelled this read
                     self.fail("timed out")
@@ -302,7 +320,7 @@ class _Link:
                 self.read_deadline = None
             break
         try:
-            self.deliver(env)
+            self.deliver(msg)
         except codec.FrameError as exc:
             log.error("party '%s' sent a bad frame: %s", self.peer, exc)
             self.fail(f"sent a bad frame: {exc}")
@@ -429,7 +447,10 @@ class Mesh:
             futures.ThreadPoolExecutor(max_workers=len(self.links) + 4),
             options=self.options.grpc_options(),
         )
-        pb_grpc.add_LinkServicer_to_server(_Servicer(self), server)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            _SERVICE, {"Connect": grpc.stream_stream_rpc_method_handler(
+                _Servicer(self).Connect, request_deserializer=codec.read_envelope,
+                response_serializer=codec.encode_envelope)}),))
         try:
             if self.tls is None:
                 bound = server.add_insecure_port(address)
@@ -517,7 +538,7 @@ class Mesh:
         """One Connect call with its handshake; raises _Refused with the reason."""
         conn = _Conn(link.conn.gen)
         conn.outgoing.put(self._hello(link.peer, resume))
-        call = pb_grpc.LinkStub(channel).Connect(conn.iterate(), wait_for_ready=not resume)
+        call = _connect_method(channel)(conn.iterate(), wait_for_ready=not resume)
         conn.stream, conn.cancel = call, call.cancel
         timer = threading.Timer(self.options.connect_timeout, call.cancel)
         timer.start()
@@ -530,18 +551,19 @@ class Mesh:
             raise _Refused(None, "closed the connection during the handshake") from None
         finally:
             timer.cancel()
-        if first.WhichOneof("body") != "hello":
+        if first.body != "hello":
             call.cancel()
             raise _Refused(None, "did not answer with a handshake (another protocol?)")
-        why = self.check_hello(first.hello, expect=link.peer)
-        if why is None and first.hello.resume != resume:
+        hello = first.message.hello
+        why = self.check_hello(hello, expect=link.peer)
+        if why is None and hello.resume != resume:
             why = "answered a resume with a new session" if resume else "resumed a new link"
         if why:
             log.error("rejecting %s: %s", link.peer, why)
             call.cancel()
             raise _Refused(grpc.StatusCode.FAILED_PRECONDITION, why, ours=True)
         call.add_done_callback(lambda _: self._on_drop(link, conn))
-        return conn, first.hello
+        return conn, hello
 
     def _dial(self, link: _Link, address: str, deadline: float) -> None:
         channel = self._channel(link, address)
@@ -614,8 +636,8 @@ class Mesh:
     def _diagnose(self, channel: grpc.Channel, link: _Link, address: str) -> None:
         """After a failed connect over TLS: one call that fails fast says whether TLS was why."""
         try:
-            call = pb_grpc.LinkStub(channel).Connect(iter([self._hello(link.peer)]),
-                                                     wait_for_ready=False, timeout=2.0)
+            call = _connect_method(channel)(iter([self._hello(link.peer)]),
+                                            wait_for_ready=False, timeout=2.0)
             next(call)
         except grpc.RpcError as exc:
             details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
@@ -629,25 +651,26 @@ class Mesh:
         except StopIteration:
             pass
 
-    def accept(self, first: pb.Envelope, request_iterator: Iterator[pb.Envelope],
+    def accept(self, first: codec.Incoming, request_iterator: Iterator[codec.Incoming],
                cancel: Callable[[], Any], auth: dict[str, list[bytes]] | None = None,
                active: Callable[[], bool] | None = None) -> tuple[_Link, _Conn]:
         """Server side of the handshake; raises _Refused with the reason."""
-        if first.WhichOneof("body") != "hello":
+        if first.body != "hello":
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "first message is not a handshake")
-        why = self.check_hello(first.hello, expect=None)
+        hello = first.message.hello
+        why = self.check_hello(hello, expect=None)
         if why is None and self.tls is not None:
             names = [n.decode() for n in (auth or {}).get("x509_subject_alternative_name", [])]
-            if first.hello.sender not in names:
+            if hello.sender not in names:
                 why = (f"a certificate naming {names} claims to be party "
-                       f"'{first.hello.sender}'")
-        link = self.links.get(first.hello.sender)
+                       f"'{hello.sender}'")
+        link = self.links.get(hello.sender)
         if why is None and link is not None:
-            if first.hello.resume and not link.up.is_set():
+            if hello.resume and not link.up.is_set():
                 why = f"party '{link.peer}' resumes a link that never started"
-            elif first.hello.resume and (link.error is not None or link.closing):
+            elif hello.resume and (link.error is not None or link.closing):
                 why = f"the link to party '{link.peer}' has ended ({link.error or 'closing'})"
-            elif not first.hello.resume and link.up.is_set():
+            elif not hello.resume and link.up.is_set():
                 why = f"party '{link.peer}' is already connected"
         if why is not None:
             log.error("rejected a connection: %s", why)
@@ -655,9 +678,9 @@ class Mesh:
             raise _Refused(grpc.StatusCode.FAILED_PRECONDITION, why)
         assert link is not None
         conn = _Conn(link.conn.gen, stream=request_iterator, cancel=cancel, active=active)
-        conn.outgoing.put(self._hello(link.peer, first.hello.resume))
-        if first.hello.resume:
-            resent = link.resume(conn, first.hello.received)
+        conn.outgoing.put(self._hello(link.peer, hello.resume))
+        if hello.resume:
+            resent = link.resume(conn, hello.received)
             log.warning("link to party '%s' restored (%s resent)", link.peer, _frames(resent))
         else:
             link.attach(conn)
@@ -685,12 +708,17 @@ class Mesh:
             if tag is None:
                 tag = link.send_seq
                 link.send_seq += 1
-            for env in codec.frames_for(self.session_id, self.me, tag, kind, dtype, shape, data,
-                                        self.options.limits.chunk_bytes):
-                link.push(env)
-                link.bytes_sent += env.ByteSize()
+            size, step = len(data), self.options.limits.chunk_bytes
+            chunks = max(1, -(-size // step))
+            for i in range(chunks):
+                def build(seq: int, acked: int, i: int = i) -> bytes:
+                    return codec.encode_frame(self.session_id, self.me, tag, i, chunks, kind,
+                                              dtype, shape if i == 0 else (), size,
+                                              data[i * step:(i + 1) * step], seq, acked)
+
+                blob = link.push_frame(build)
+                link.bytes_sent += len(blob)
                 if self.wire_log is not None:  # length-prefixed envelopes
-                    blob = env.SerializeToString()
                     self.wire_log.write(len(blob).to_bytes(4, "little") + blob)
             link.messages_sent += 1
         return tag
@@ -757,6 +785,16 @@ class Mesh:
             "messages_sent": sum(lk.messages_sent for lk in links),
             "messages_received": sum(lk.messages_received for lk in links),
         }
+
+
+_SERVICE = "smpc.wire.Link"  # the service of proto/parties/wire.proto
+
+
+def _connect_method(channel: grpc.Channel) -> Any:
+    """Link.Connect with our envelope codec: frames skip protobuf objects (parties/codec.py)."""
+    return channel.stream_stream(f"/{_SERVICE}/Connect",
+                                 request_serializer=codec.encode_envelope,
+                                 response_deserializer=codec.read_envelope)
 
 
 class _Refused(Exception):

@@ -90,3 +90,30 @@ def test_handshake_check_never_crashes(hello: pb.Hello) -> None:
     accepted = (hello.version == 1 and hello.session_id == "s" and hello.receiver == "b"
                 and hello.sender == "a")
     assert (why is None) == accepted
+
+
+@settings(max_examples=CASES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(frames.filter(lambda f: len(f.shape) <= codec.MAX_DIMS), st.integers(0, 2**64 - 1),
+       st.integers(0, 2**64 - 1))
+def test_envelope_reader_agrees_with_protobuf(frame: pb.Frame, seq: int, acked: int) -> None:
+    """Our frame reader and writer give the same fields and bytes as protobuf."""
+    raw = pb.Envelope(frame=frame, seq=seq, acked=acked).SerializeToString()
+    got = codec.decode_envelope(raw)
+    assert (got.body, got.seq, got.acked, got.size) == ("frame", seq, acked, len(raw))
+    f = got.frame
+    assert f is not None
+    for name in ("session_id", "sender", "tag", "chunk", "chunks", "kind", "dtype", "nbytes"):
+        assert getattr(f, name) == getattr(frame, name), name
+    assert list(f.shape) == list(frame.shape) and bytes(f.data) == frame.data
+    ours = codec.encode_frame(frame.session_id, frame.sender, frame.tag, frame.chunk,
+                              frame.chunks, frame.kind, frame.dtype, list(frame.shape),
+                              frame.nbytes, frame.data, seq, acked)
+    back = pb.Envelope.FromString(ours)
+    assert back.frame == frame and (back.seq, back.acked) == (seq, acked)
+
+
+@settings(max_examples=CASES, deadline=None)
+@given(st.binary(max_size=300))
+def test_envelope_reader_never_crashes(data: bytes) -> None:
+    got = codec.read_envelope(data)  # a malformed envelope is a value, never an exception
+    assert got.body in ("frame", "hello", "abort", "ack", "malformed", None)
