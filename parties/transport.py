@@ -84,6 +84,9 @@ class LinkOptions:
             ("grpc.min_reconnect_backoff_ms", 1000),  # also gRPC's minimum connect timeout
             ("grpc.max_reconnect_backoff_ms", 1000),
             ("grpc.so_reuseport", 0),
+            ("grpc.experimental.tcp_read_chunk_size", 1 << 20),
+            ("grpc.experimental.tcp_min_read_chunk_size", 256 << 10),
+            ("grpc.experimental.tcp_max_read_chunk_size", 4 << 20),
         ]
 
 
