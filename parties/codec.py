@@ -341,7 +341,7 @@ def decode_envelope(raw: bytes) -> Incoming:
         elif field_no == _ENV_ACKED and wire == 0:
             acked, at = _read_varint(buf, at, end)
         else:
-            other = other or field_no in (1, 3, 4)
+            other = other or field_no in (1, 3, 4, 5)
             at = _skip(buf, wire, at, end)
     if frame_at is not None and not other:
         return Incoming("frame", seq, acked, end, frame=_parse_frame(buf, *frame_at))

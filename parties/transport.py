@@ -121,9 +121,6 @@ class _Conn:
     outgoing: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
     stream: Iterator[pb.Envelope] | None = None
     cancel: Callable[[], Any] | None = None
-    # server side: whether the call is still up (gRPC ends a dead call's request
-    # stream the way a clean half-close ends it)
-    active: Callable[[], bool] | None = None
 
     def iterate(self) -> Iterator[pb.Envelope]:
         while True:
@@ -261,6 +258,9 @@ class _Link:
         body = msg.body
         if body == "ack":
             return
+        if body == "bye":
+            self.eof.set()  # the peer is done: everything it sent has arrived
+            return
         if body == "abort":
             self.fail(f"aborted: {msg.message.abort.reason}")
             return
@@ -307,9 +307,9 @@ class _Link:
                     raise _ReadTimeout() from None
                 if conn is not self.conn:
                     continue  # replaced by a resumed connection meanwhile
-                if isinstance(exc, StopIteration) and (conn.active is None or conn.active()):
-                    self.eof.set()  # the peer half-closed: it is done
-                    return
+                # a peer that is done says Bye first (then eof is set and nobody
+                # reads on); a stream that just ends was dropped: gRPC ends a dead
+                # server-side call's request stream like a clean half-close
                 why = _describe(exc) if isinstance(exc, grpc.RpcError) else "the call ended"
                 if self.closing or not self.options.reconnect_window:
                     self.fail(f"connection lost ({why})")
@@ -536,14 +536,14 @@ class Mesh:
             self._addresses[link.peer] = (address, channel)
         return channel
 
-    def _open(self, link: _Link, channel: grpc.Channel, resume: bool
+    def _open(self, link: _Link, channel: grpc.Channel, resume: bool, timeout: float
               ) -> tuple[_Conn, pb.Hello]:
-        """One Connect call with its handshake; raises _Refused with the reason."""
+        """One Connect call with its handshake (bounded by `timeout`); raises _Refused."""
         conn = _Conn(link.conn.gen)
         conn.outgoing.put(self._hello(link.peer, resume))
         call = _connect_method(channel)(conn.iterate(), wait_for_ready=not resume)
         conn.stream, conn.cancel = call, call.cancel
-        timer = threading.Timer(self.options.connect_timeout, call.cancel)
+        timer = threading.Timer(timeout, call.cancel)
         timer.start()
         try:
             first = next(call)
@@ -577,7 +577,8 @@ class Mesh:
                 self._diagnose(channel, link, address)
             return  # connect() reports the timeout, naming the peer and address
         try:
-            conn, _ = self._open(link, channel, resume=False)
+            conn, _ = self._open(link, channel, resume=False,
+                                 timeout=max(1.0, deadline - time.monotonic()))
         except _Refused as exc:
             link.fail(exc.why if exc.ours else f"refused the connection: {exc.why}")
             return
@@ -607,7 +608,11 @@ class Mesh:
             while (time.monotonic() < give_up and not self._stopped.is_set()
                    and link.error is None and not link.closing):
                 try:
-                    conn, hello = self._open(link, channel, resume=True)
+                    # a short attempt: one that hangs (a black hole) must not use up
+                    # the window; the next attempt starts afresh
+                    attempt = min(self.options.connect_timeout, max(1.0, window / 4),
+                                  max(0.1, give_up - time.monotonic()))
+                    conn, hello = self._open(link, channel, resume=True, timeout=attempt)
                 except _Refused as exc:
                     why = exc.why
                     if exc.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
@@ -655,8 +660,8 @@ class Mesh:
             pass
 
     def accept(self, first: codec.Incoming, request_iterator: Iterator[codec.Incoming],
-               cancel: Callable[[], Any], auth: dict[str, list[bytes]] | None = None,
-               active: Callable[[], bool] | None = None) -> tuple[_Link, _Conn]:
+               cancel: Callable[[], Any], auth: dict[str, list[bytes]] | None = None
+               ) -> tuple[_Link, _Conn]:
         """Server side of the handshake; raises _Refused with the reason."""
         if first.body != "hello":
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "first message is not a handshake")
@@ -680,7 +685,7 @@ class Mesh:
             self.rejections.append(why)
             raise _Refused(grpc.StatusCode.FAILED_PRECONDITION, why)
         assert link is not None
-        conn = _Conn(link.conn.gen, stream=request_iterator, cancel=cancel, active=active)
+        conn = _Conn(link.conn.gen, stream=request_iterator, cancel=cancel)
         conn.outgoing.put(self._hello(link.peer, hello.resume))
         if hello.resume:
             resent = link.resume(conn, hello.received)
@@ -754,6 +759,7 @@ class Mesh:
         """Half-close every link, wait (bounded) for the peers to do the same, then stop."""
         for link in self.links.values():
             link.closing = True
+            link.outgoing.put(pb.Envelope(bye=pb.Bye()))
             link.outgoing.put(_CLOSE)
         deadline = time.monotonic() + self.options.close_timeout
         for link in self.links.values():
@@ -821,7 +827,7 @@ class _Servicer(pb_grpc.LinkServicer):
             return
         try:
             link, conn = self.mesh.accept(first, request_iterator, context.cancel,
-                                          context.auth_context(), context.is_active)
+                                          context.auth_context())
         except _Refused as exc:
             context.abort(exc.code, exc.why)
             return

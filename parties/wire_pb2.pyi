@@ -98,18 +98,24 @@ class Ack(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Bye(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class Envelope(_message.Message):
-    __slots__ = ("hello", "frame", "abort", "ack", "seq", "acked")
+    __slots__ = ("hello", "frame", "abort", "ack", "bye", "seq", "acked")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    BYE_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ACKED_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     frame: Frame
     abort: Abort
     ack: Ack
+    bye: Bye
     seq: int
     acked: int
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., seq: _Optional[int] = ..., acked: _Optional[int] = ...) -> None: ...
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., bye: _Optional[_Union[Bye, _Mapping]] = ..., seq: _Optional[int] = ..., acked: _Optional[int] = ...) -> None: ...

@@ -116,4 +116,4 @@ def test_envelope_reader_agrees_with_protobuf(frame: pb.Frame, seq: int, acked: 
 @given(st.binary(max_size=300))
 def test_envelope_reader_never_crashes(data: bytes) -> None:
     got = codec.read_envelope(data)  # a malformed envelope is a value, never an exception
-    assert got.body in ("frame", "hello", "abort", "ack", "malformed", None)
+    assert got.body in ("frame", "hello", "abort", "ack", "bye", "malformed", None)

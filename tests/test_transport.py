@@ -237,7 +237,7 @@ def _pair_via_relay(**opts: float) -> tuple[dict[str, Mesh], Relay]:
 
 def test_dropped_connection_is_resumed_without_loss() -> None:
     """Cut the TCP connection (RST) with an outage; every payload arrives once, in order."""
-    meshes, relay = _pair_via_relay(reconnect_window=10.0)
+    meshes, relay = _pair_via_relay(reconnect_window=10.0, recv_timeout=30.0)
     a, b = meshes["a"], meshes["b"]
     big = torch.randint(-2**62, 2**62, (3 * 2**20 // 8 + 5,))  # several chunks
     got_a: list[int] = []
