@@ -1,11 +1,16 @@
 """The gRPC transport: a full mesh of long-lived bidirectional streams.
 
 Every pair of nodes (parties and the dealer) shares one `Link.Connect` call,
-opened by the node that comes first in the agreed order. Each side of a link
-has an outgoing queue (drained by gRPC) and a reader thread that validates
-incoming frames, reassembles chunks and files complete payloads under their
-tag. A receive waits for its tag with a deadline and fails fast, naming the
-peer, when the link breaks or the peer aborts.
+opened by the node that comes first in the agreed order. Sending queues wire
+bytes for gRPC; receiving reads in the thread that waits (no reader thread),
+validates each frame, reassembles chunks and files payloads under their tag. A
+receive waits for its tag with a deadline and fails fast, naming the peer, when
+the link is lost or the peer aborts.
+
+A dropped connection is not a lost link: frames carry link sequence numbers,
+the receiver acknowledges them, and the dialing node reconnects and both sides
+resend what the other lacks, within the reconnect window. A node that is done
+says Bye; a stream that ends without it was dropped.
 
 This is the only module in smpc that imports grpc (with the generated stubs).
 """
