@@ -350,7 +350,7 @@ def _install_a2b() -> None:
         _originals["_A2B"] = converters._A2B
 
     def a2b(arithmetic: Any) -> Any:
-        n = comm_world_size()
+        n = _communicator_module().get().get_world_size()
         words = [BST(arithmetic.share, src=i) for i in range(n)]
         while len(words) > 2:
             k = len(words) // 3
@@ -367,10 +367,6 @@ def _install_a2b() -> None:
         return out
 
     converters._A2B = a2b
-
-
-def comm_world_size() -> int:
-    return _communicator_module().get().get_world_size()
 
 
 def cfg_active_security(crypten: types.ModuleType) -> bool:

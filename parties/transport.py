@@ -124,10 +124,10 @@ class _Conn:
 
     gen: int
     outgoing: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
-    stream: Iterator[pb.Envelope] | None = None
+    stream: Iterator[codec.Incoming] | None = None  # what the peer sends
     cancel: Callable[[], Any] | None = None
 
-    def iterate(self) -> Iterator[pb.Envelope]:
+    def iterate(self) -> Iterator[bytes | pb.Envelope]:  # what this node sends
         while True:
             item = self.outgoing.get()
             if item is _CLOSE:
@@ -338,24 +338,22 @@ class _Link:
 
     def _await_resume(self, conn: _Conn, deadline: float, why: str) -> None:
         window = self.options.reconnect_window
+        verdict = None
         with self.changed:
-            while self.conn is conn and self.error is None:
-                if self.lost is not None:
-                    self.error = self.lost
-                    break
+            while self.conn is conn and self.error is None and verdict is None:
                 now = time.monotonic()
                 give_up = (self.broken_at or now) + window
-                if now >= deadline:
-                    self.error = (f"connection lost ({why}) and not restored before the "
-                                  "receive deadline")
-                    break
-                if now >= give_up:
-                    self.error = (f"connection lost ({why}) and not restored within "
-                                  f"{window:g} s")
-                    break
-                self.changed.wait(min(deadline, give_up) - now)
-            if self.error is not None:
-                self.eof.set()
+                if self.lost is not None:
+                    verdict = self.lost
+                elif now >= deadline:
+                    verdict = (f"connection lost ({why}) and not restored before the "
+                               "receive deadline")
+                elif now >= give_up:
+                    verdict = f"connection lost ({why}) and not restored within {window:g} s"
+                else:
+                    self.changed.wait(min(deadline, give_up) - now)
+        if verdict is not None:
+            self.fail(verdict)
 
     def take(self, tag: int, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -391,9 +389,15 @@ class _Link:
                     return
 
 
-def _describe(exc: BaseException) -> str:
+def _code_details(exc: BaseException) -> tuple[grpc.StatusCode | None, str]:
+    """gRPC's status code and details of a failed call (some RpcErrors carry neither)."""
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
+    return code, details or ""
+
+
+def _describe(exc: BaseException) -> str:
+    code, details = _code_details(exc)
     return f"{code.name if code else 'error'}: {details or 'no details'}"
 
 
@@ -432,8 +436,7 @@ class Mesh:
         self.links = {p: _Link(p, session_id, self.options) for p in peers if p != me}
         self._server: grpc.Server | None = None
         self.tls = tls
-        self._channels: list[grpc.Channel] = []
-        self._addresses: dict[str, tuple[str, grpc.Channel]] = {}
+        self._dialed: dict[str, tuple[str, grpc.Channel]] = {}  # peer -> (address, channel)
         self._world = len(order)
         self._lock = threading.Lock()
         self.rejections: list[str] = []
@@ -537,8 +540,7 @@ class Mesh:
             opts = [*opts, ("grpc.ssl_target_name_override", link.peer)]
             channel = grpc.secure_channel(address, self.tls.channel_credentials(), options=opts)
         with self._lock:
-            self._channels.append(channel)
-            self._addresses[link.peer] = (address, channel)
+            self._dialed[link.peer] = (address, channel)
         return channel
 
     def _open(self, link: _Link, channel: grpc.Channel, resume: bool, timeout: float
@@ -553,8 +555,7 @@ class Mesh:
         try:
             first = next(call)
         except grpc.RpcError as exc:
-            raise _Refused(exc.code() if hasattr(exc, "code") else None,
-                           exc.details() if hasattr(exc, "details") else str(exc)) from None
+            raise _Refused(*_code_details(exc)) from None
         except StopIteration:
             raise _Refused(None, "closed the connection during the handshake") from None
         finally:
@@ -604,7 +605,7 @@ class Mesh:
 
     def _redial(self, link: _Link, dropped: _Conn) -> None:
         """Re-establish a dropped link within the reconnect window, then resend."""
-        address, channel = self._addresses[link.peer]
+        address, channel = self._dialed[link.peer]
         window = self.options.reconnect_window
         give_up = (link.broken_at or time.monotonic()) + window
         refused_since: float | None = None
@@ -653,7 +654,7 @@ class Mesh:
                                             wait_for_ready=False, timeout=2.0)
             next(call)
         except grpc.RpcError as exc:
-            details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
+            details = _code_details(exc)[1]
             if not any(w in details.lower() for w in _NOT_TLS_WORDS):
                 # the peer accepted TCP, then TLS failed: its certificate does not chain to
                 # the consortium CA or does not name the party, or it refused ours (then
@@ -783,8 +784,8 @@ class Mesh:
 
     def _teardown(self, grace: float) -> None:
         self._stopped.set()
-        for ch in self._channels:
-            ch.close()
+        for _, channel in self._dialed.values():
+            channel.close()
         if self._server is not None:
             self._server.stop(grace).wait(grace + 1)
             self._server = None

@@ -220,9 +220,15 @@ class ComposeNodes:
         self.services: dict[str, Any] = self.spec["services"]
         self.scratch = scratch
         self.docker = compose.parent
+        self._mounts: dict[str, dict[str, Path]] = {}
 
     def mounts(self, service: str) -> dict[str, Path]:
         """Container path -> host folder or file, for every volume of `service`."""
+        if service not in self._mounts:
+            self._mounts[service] = self._map_volumes(service)
+        return self._mounts[service]
+
+    def _map_volumes(self, service: str) -> dict[str, Path]:
         out: dict[str, Path] = {}
         for vol in self.services[service].get("volumes", []):
             if isinstance(vol, str):  # short syntax: name:/target
