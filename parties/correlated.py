@@ -9,7 +9,9 @@ only party 0's share of c, the *correction*, must come from the dealer:
 
 The same pattern gives square pairs (r, r^2), binary AND triples (XOR shares),
 wrap counts of random sharings (for truncation, as in CrypTen's [KVK+21]) and
-random bits in both arithmetic and binary form (B2A). Pure functions, no I/O.
+random bits in both arithmetic and binary form (B2A), and the material of a
+one-round-opening comparison (LTZ): a random [r] with XOR-shared one-time truth
+tables of its digits [IKMOP13], see :func:`ltz_tables`. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ import torch
 RING_LOW, RING_HIGH = -(2**63), 2**63 - 1
 
 # dealer request kinds
-ADDITIVE, SQUARE, BINARY, WRAPS, B2A = "additive", "square", "binary", "wraps", "B2A"
+ADDITIVE, SQUARE, BINARY, WRAPS, B2A, LTZ = (
+    "additive", "square", "binary", "wraps", "B2A", "ltz")
+KINDS = frozenset({ADDITIVE, SQUARE, BINARY, WRAPS, B2A, LTZ})
+LTZ_DIGIT_BITS = (4, 8)  # comparison tables per 4-bit digit (16 digits) or 8-bit (8 digits)
+LOW_BITS = 2**63 - 1
 BILINEAR_OPS = frozenset(
     {"mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"}
 )
@@ -115,6 +121,10 @@ def party_shares(kind: str, g: torch.Generator, rank: int, req: dict[str, Any]
         return out
     if kind == B2A:
         return [bits(g, size0)] + ([ring(g, size0)] if rank > 0 else [])
+    if kind == LTZ:
+        n = torch.Size(size0).numel()
+        words = ltz_table_words(req["digit_bits"])
+        return [ring(g, size0)] + ([ring(g, (n, words))] if rank > 0 else [])
     raise ValueError(f"unknown request kind {kind!r}")
 
 
@@ -139,7 +149,92 @@ def correction(kind: str, gens: Sequence[torch.Generator], req: dict[str, Any]) 
     if kind == B2A:
         r = xor_shares([s[0] for s in shares])
         return r - sum_shares([s[1] for s in rest], like=r)
+    if kind == LTZ:
+        r = sum_shares([s[0] for s in shares]).reshape(-1)
+        tables = ltz_tables(r, req["digit_bits"])
+        return tables ^ xor_shares([s[1] for s in rest], like=tables)
     raise ValueError(f"unknown request kind {kind!r}")
+
+
+# ---------------------------------------------------------------- comparison tables
+#
+# [x < 0] for x in Z_{2^64}: open c = x + r for a random r the dealer made;
+# then x = c - r and its sign bit is c_63 ^ r_63 ^ [c mod 2^63 < r mod 2^63].
+# The comparison of the public low bits of c with the secret ones of r splits
+# into digits: c < r iff some digit has c_j < r_j and every higher digit is
+# equal. For each digit the dealer XOR-shares the truth tables
+# lt_j[v] = [v < r_j] and eq_j[v] = [v == r_j] over all 2^w values v; with c
+# public each party looks up entry c_j in its share of the table, locally (a
+# one-time truth table [IKMOP13]). The digits' (lt, eq) bits then combine in
+# log2(digits) AND rounds. r_63 is folded into the top digit's lt table (that
+# bit only ever enters the result by XOR).
+
+
+def ltz_digits(digit_bits: int) -> int:
+    """How many digits of `digit_bits` bits cover the low 63 bits (a power of two)."""
+    if digit_bits not in LTZ_DIGIT_BITS:
+        raise ValueError(f"comparison digits have {LTZ_DIGIT_BITS} bits, not {digit_bits!r}")
+    return -(-63 // digit_bits)
+
+
+def ltz_table_words(digit_bits: int) -> int:
+    """int64 words per element holding the lt and eq tables of every digit."""
+    return 2 * ltz_digits(digit_bits) * (1 << digit_bits) // 64
+
+
+def ltz_digit_bits(numel: int) -> int:
+    """8-bit digits (3 AND rounds) for small tensors, 4-bit (4 rounds, 8x less material)."""
+    return 8 if numel <= 4096 else 4
+
+
+def _digits(x: torch.Tensor, digit_bits: int) -> torch.Tensor:
+    """(n, D) digits of the low 63 bits of int64 `x` (n,), least significant first."""
+    shifts = torch.arange(0, 63, digit_bits, dtype=torch.long)
+    return ((x & LOW_BITS).unsqueeze(1) >> shifts) & ((1 << digit_bits) - 1)
+
+
+def ltz_tables(r: torch.Tensor, digit_bits: int) -> torch.Tensor:
+    """The dealer's (n, words) packed tables for random r (n,): lt of every digit, then eq.
+
+    Table j occupies bits [j 2^w, (j+1) 2^w) of the flat bit string; lt_j has
+    its low r_j bits set, eq_j bit r_j alone.
+    """
+    d = _digits(r, digit_bits)  # (n, D)
+    n = d.shape[0]
+    top = (r < 0).long().neg()  # all ones where r_63 = 1
+    one = torch.ones((), dtype=torch.long)
+    if digit_bits == 4:  # four 16-bit tables per word
+        lt, eq = (one << d) - 1, one << d
+        lt[:, -1] ^= top & 0xFFFF
+        offsets = torch.arange(0, 64, 16, dtype=torch.long)
+        return torch.cat([(t.reshape(n, -1, 4) << offsets).sum(-1) for t in (lt, eq)], 1)
+    # 8-bit digits: four words per table; `low` = entries of each word below r_j
+    low = d.unsqueeze(-1) - torch.arange(0, 256, 64, dtype=torch.long)  # (n, D, 4)
+    inside = (low >= 0) & (low < 64)
+    shifted = one << low.clamp(0, 63)
+    lt = torch.where(low >= 64, -one, torch.where(inside, shifted - 1, 0))
+    eq = torch.where(inside, shifted, 0)
+    lt[:, -1] ^= top.unsqueeze(-1)
+    return torch.cat([lt.reshape(n, -1), eq.reshape(n, -1)], 1)
+
+
+def ltz_lookup(tables: torch.Tensor, c: torch.Tensor, digit_bits: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A party's share of the (lt, eq) words for public c (n,): bit j = digit j's entry.
+
+    Local: the table entry at c's digit is read from this party's XOR share.
+    """
+    digits = ltz_digits(digit_bits)
+    index = _digits(c, digit_bits) + torch.arange(digits, dtype=torch.long) * (1 << digit_bits)
+    half = digits * (1 << digit_bits)
+    positions = torch.arange(digits, dtype=torch.long)
+    out = []
+    for base in (0, half):
+        flat = index + base
+        words = torch.gather(tables, 1, flat >> 6)
+        bit = (words >> (flat & 63)) & 1
+        out.append((bit << positions).sum(1))
+    return out[0], out[1]
 
 
 def sum_shares(ts: Sequence[torch.Tensor], like: torch.Tensor | None = None) -> torch.Tensor:

@@ -241,15 +241,18 @@ _originals: dict[str, Any] = {}
 
 def _install_beaver(crypten: types.ModuleType) -> None:
     from crypten.common.util import count_wraps
+    from crypten.mpc import MPCTensor
     from crypten.mpc.primitives import ArithmeticSharedTensor as AST
     from crypten.mpc.primitives import BinarySharedTensor as BST
     from crypten.mpc.primitives import beaver as module
+    from crypten.mpc.ptype import ptype as ptypes
 
     from parties import correlated as cr
 
     namespace = vars(module)
     if not _originals:
         _originals.update({n: namespace[n] for n in _BEAVER_NAMES})
+        _originals["_ltz"] = MPCTensor._ltz
     comm = _communicator_module()
     sum_op, xor_op = reduce_ops()
 
@@ -302,18 +305,54 @@ def _install_beaver(crypten: types.ModuleType) -> None:
             theta += count_wraps(gathered)
         return AST.from_shares(theta, precision=0)
 
-    def and_gate(x: Any, y: Any) -> Any:
+    def and_shares(p: Any, rank: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Binary Beaver triple: [z] = [c] ^ (eps & [b]) ^ ([a] & delta) ^ (eps & delta)."""
+        (a, b), c = p.draw(cr.BINARY, {"size0": x.size(), "size1": y.size()})
+        eps, delta = open_batch([x ^ a, y ^ b], xor_op)
+        z = (b & eps) ^ (a & delta)
+        if rank == 0:
+            z ^= eps & delta
+        z ^= c()
+        return z
+
+    def and_gate(x: Any, y: Any) -> Any:
         p = provider()
         if p is None:
             return _originals["AND"](x, y)
-        (a, b), c = p.draw(cr.BINARY, {"size0": x.size(), "size1": y.size()})
-        eps, delta = open_batch([x.share ^ a, y.share ^ b], xor_op)
-        z = (b & eps) ^ (a & delta)
+        return BST.from_shares(and_shares(p, x.rank, x.share, y.share))
+
+    def ltz(self: Any) -> Any:
+        """[x < 0] as an arithmetic bit: one opening, log2(digits) AND rounds, one B2A.
+
+        c = x + r is opened (r uniform, so c reveals nothing); each party reads
+        its shares of the digits' (lt, eq) bits from the dealer's tables at c's
+        digits (parties/correlated.py), and a tree of AND rounds combines them:
+        (lt, eq)_hi o (lt, eq)_lo = (lt_hi ^ eq_hi & lt_lo, eq_hi & eq_lo).
+        """
+        p = provider()
+        x = self._tensor
+        if p is None or self.ptype != ptypes.arithmetic:
+            return _originals["_ltz"](self)
+        share = x.share.reshape(-1)
+        width = cr.ltz_digit_bits(share.numel())
+        (r,), tables = p.draw(cr.LTZ, {"size0": share.size(), "digit_bits": width})
+        (c,) = open_batch([share + r], sum_op)
+        lt, eq = cr.ltz_lookup(tables(), c, width)
+        stride, digits = 1, cr.ltz_digits(width)
+        while stride < digits:
+            last = stride * 2 >= digits
+            hi = eq >> stride
+            if last:
+                lt = (lt >> stride) ^ and_shares(p, x.rank, hi, lt)
+            else:
+                both = and_shares(p, x.rank, torch.stack([hi, hi]), torch.stack([lt, eq]))
+                lt, eq = (lt >> stride) ^ both[0], both[1]
+            stride *= 2
+        bit = lt & 1
         if x.rank == 0:
-            z ^= eps & delta
-        z ^= c()
-        return BST.from_shares(z)
+            bit ^= (c < 0).long()
+        arithmetic = b2a_single_bit(BST.from_shares(bit.reshape(x.share.shape)))
+        return MPCTensor.from_shares(arithmetic.share, precision=0)
 
     def b2a_single_bit(xb: Any) -> Any:
         """Bit [x]_B to [x]_A with a random bit known in both forms: z = x ^ r opened."""
@@ -331,6 +370,7 @@ def _install_beaver(crypten: types.ModuleType) -> None:
         "__beaver_protocol": beaver_protocol, "square": square, "wraps": wraps,
         "AND": and_gate, "B2A_single_bit": b2a_single_bit,
     })
+    MPCTensor._ltz = ltz
 
 
 def _install_a2b() -> None:

@@ -38,7 +38,7 @@ def _check_request(req: Any, parties: list[str]) -> tuple[str, dict[str, Any]]:
     if not isinstance(req, dict) or "kind" not in req:
         raise DealerError(f"party '{parties[0]}' sent a malformed dealer request")
     kind = req["kind"]
-    if kind not in (cr.ADDITIVE, cr.SQUARE, cr.BINARY, cr.WRAPS, cr.B2A):
+    if kind not in cr.KINDS:
         raise DealerError(f"party '{parties[0]}' asked for unknown material {kind!r}")
     for key in ("size0", "size1"):
         if key in req:
@@ -53,6 +53,14 @@ def _check_request(req: Any, parties: list[str]) -> tuple[str, dict[str, Any]]:
     if kind == cr.ADDITIVE and (req.get("op") not in cr.BILINEAR_OPS
                                 or not isinstance(req.get("kwargs"), dict)):
         raise DealerError(f"party '{parties[0]}' asked for op {req.get('op')!r}")
+    if kind == cr.LTZ and req.get("digit_bits") not in cr.LTZ_DIGIT_BITS:
+        raise DealerError(f"party '{parties[0]}' asked for comparison digits of "
+                          f"{req.get('digit_bits')!r} bits")
+    if kind == cr.LTZ and req["size0"].numel() * cr.ltz_table_words(req["digit_bits"]) \
+            > MAX_REQUEST_ELEMENTS:
+        raise DealerError(f"party '{parties[0]}' asked for comparison tables of "
+                          f"{req['size0'].numel()} elements (limit "
+                          f"{MAX_REQUEST_ELEMENTS // cr.ltz_table_words(req['digit_bits'])})")
     return kind, req
 
 

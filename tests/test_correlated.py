@@ -1,0 +1,66 @@
+"""The dealer's material, reconstructed in one process: the comparison tables."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from parties import correlated as cr
+from parties.dealer import DealerError, _check_request
+
+
+def _simulated_ltz(x: torch.Tensor, digit_bits: int, parties: int) -> torch.Tensor:
+    """The comparison protocol with every party's share in hand (ANDs on reconstructed bits)."""
+    req = {"size0": x.size(), "digit_bits": digit_bits}
+    gens = [cr.generator(100 + i) for i in range(parties)]
+    shares = [cr.party_shares(cr.LTZ, cr.generator(100 + i), i, req) for i in range(parties)]
+    tables = [cr.correction(cr.LTZ, gens, req)] + [s[1] for s in shares[1:]]
+    c = cr.sum_shares([s[0] for s in shares]) + x  # the opened x + r
+    looked = [cr.ltz_lookup(t, c, digit_bits) for t in tables]
+    lt = cr.xor_shares([p[0] for p in looked])
+    eq = cr.xor_shares([p[1] for p in looked])
+    stride = 1
+    while stride < cr.ltz_digits(digit_bits):
+        hi = eq >> stride
+        lt, eq = (lt >> stride) ^ (hi & lt), hi & eq
+        stride *= 2
+    return (lt & 1) ^ (c < 0).long()
+
+
+@pytest.mark.parametrize("digit_bits", cr.LTZ_DIGIT_BITS)
+@pytest.mark.parametrize("parties", [2, 3, 4])
+def test_comparison_tables_give_the_sign(digit_bits: int, parties: int) -> None:
+    edges = torch.tensor([0, -1, 1, -(2**63), 2**63 - 1, 2**62, -(2**62), 2**16, -(2**16)])
+    x = torch.cat([edges, torch.randint(-(2**63), 2**63 - 1, (3000,)),
+                   torch.randint(-500, 500, (1000,))])
+    assert torch.equal(_simulated_ltz(x, digit_bits, parties), (x < 0).long())
+
+
+@pytest.mark.parametrize("digit_bits", cr.LTZ_DIGIT_BITS)
+def test_tables_are_the_truth_tables_of_r(digit_bits: int) -> None:
+    r = torch.randint(-(2**63), 2**63 - 1, (50,))
+    tables = cr.ltz_tables(r, digit_bits)
+    assert tables.shape == (50, cr.ltz_table_words(digit_bits))
+    size = 1 << digit_bits
+    for v in (0, 1, size // 2, size - 1):
+        c = torch.full((50,), v, dtype=torch.long)  # every digit of c (below bit 63) = v
+        mask = sum(v << (digit_bits * j) for j in range(cr.ltz_digits(digit_bits)))
+        c = c * 0 + (mask & cr.LOW_BITS)
+        lt, eq = cr.ltz_lookup(tables, c, digit_bits)
+        digits = (r & cr.LOW_BITS).unsqueeze(1) >> torch.arange(0, 63, digit_bits)
+        digits &= size - 1
+        top = cr.ltz_digits(digit_bits) - 1
+        want_lt = (digits > (c.unsqueeze(1) >> torch.arange(0, 63, digit_bits)) % size).long()
+        want_lt[:, top] ^= (r < 0).long()
+        want_eq = (digits == (c.unsqueeze(1) >> torch.arange(0, 63, digit_bits)) % size).long()
+        bits = torch.arange(cr.ltz_digits(digit_bits))
+        assert torch.equal((lt.unsqueeze(1) >> bits) & 1, want_lt)
+        assert torch.equal((eq.unsqueeze(1) >> bits) & 1, want_eq)
+
+
+def test_dealer_refuses_odd_comparison_requests() -> None:
+    with pytest.raises(DealerError, match="digits of 5 bits"):
+        _check_request({"kind": cr.LTZ, "size0": torch.Size([4]), "digit_bits": 5}, ["p0"])
+    with pytest.raises(DealerError, match="comparison tables"):
+        _check_request({"kind": cr.LTZ, "size0": torch.Size([1 << 27]), "digit_bits": 8},
+                       ["p0"])
