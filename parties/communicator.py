@@ -195,8 +195,13 @@ class GrpcCommunicator(_Base):
         return self._round(run)
 
     def all_reduce(self, input: Any, op: Any = None, batched: bool = False) -> Any:
+        """Sum (or XOR) every party's tensor; `batched`: a list in one message, `op` may
+        then be a list with one op per tensor (one round opens sums and XORs together)."""
         op = op if op is not None else reduce_ops()[0]
         mine = list(input) if batched else [input]
+        ops = op if isinstance(op, list | tuple) else [op] * len(mine)
+        if len(ops) != len(mine):
+            raise ValueError(f"all_reduce of {len(mine)} tensors got {len(ops)} ops")
         payload = mine[0] if len(mine) == 1 and not batched else _concat(mine)
 
         def run() -> Any:
@@ -205,7 +210,7 @@ class GrpcCommunicator(_Base):
             if batched:
                 got = {p: _unstack(v, mine) for p, v in got.items()}
                 cols = self._ordered(mine, got)
-                return [self._combine(op, [c[i] for c in cols]) for i in range(len(mine))]
+                return [self._combine(ops[i], [c[i] for c in cols]) for i in range(len(mine))]
             return self._combine(op, self._ordered(input, got))
 
         return self._round(run)

@@ -9,7 +9,8 @@ only party 0's share of c, the *correction*, must come from the dealer:
 
 The same pattern gives square pairs (r, r^2), binary AND triples (XOR shares),
 wrap counts of random sharings (for truncation, as in CrypTen's [KVK+21]) and
-random bits in both arithmetic and binary form (B2A), and the material of a
+random bits in both arithmetic and binary form (B2A), a bit times a masked
+value (BIT_MUL: [b]_B * [x]_A in one round, ABY3's bit injection), and the material of a
 one-round-opening comparison (LTZ): a random [r] with XOR-shared one-time truth
 tables of its digits [IKMOP13], see :func:`ltz_tables`. Pure functions, no I/O.
 """
@@ -24,9 +25,9 @@ import torch
 RING_LOW, RING_HIGH = -(2**63), 2**63 - 1
 
 # dealer request kinds
-ADDITIVE, SQUARE, BINARY, WRAPS, B2A, LTZ = (
-    "additive", "square", "binary", "wraps", "B2A", "ltz")
-KINDS = frozenset({ADDITIVE, SQUARE, BINARY, WRAPS, B2A, LTZ})
+ADDITIVE, SQUARE, BINARY, WRAPS, B2A, LTZ, BIT_MUL = (
+    "additive", "square", "binary", "wraps", "B2A", "ltz", "bitmul")
+KINDS = frozenset({ADDITIVE, SQUARE, BINARY, WRAPS, B2A, LTZ, BIT_MUL})
 LTZ_DIGIT_BITS = (4, 8)  # comparison tables per 4-bit digit (16 digits) or 8-bit (8 digits)
 LOW_BITS = 2**63 - 1
 BILINEAR_OPS = frozenset(
@@ -121,6 +122,8 @@ def party_shares(kind: str, g: torch.Generator, rank: int, req: dict[str, Any]
         return out
     if kind == B2A:
         return [bits(g, size0)] + ([ring(g, size0)] if rank > 0 else [])
+    if kind == BIT_MUL:  # bit s (XOR-shared), mask a; last: (s, s*a) as additive shares
+        return [bits(g, size0), ring(g, size0)] + ([ring(g, (2, *size0))] if rank > 0 else [])
     if kind == LTZ:
         n = torch.Size(size0).numel()
         words = ltz_table_words(req["digit_bits"])
@@ -149,6 +152,10 @@ def correction(kind: str, gens: Sequence[torch.Generator], req: dict[str, Any]) 
     if kind == B2A:
         r = xor_shares([s[0] for s in shares])
         return r - sum_shares([s[1] for s in rest], like=r)
+    if kind == BIT_MUL:
+        bit = xor_shares([s[0] for s in shares])
+        pair = torch.stack([bit, bit * sum_shares([s[1] for s in shares])])
+        return pair - sum_shares([s[2] for s in rest], like=pair)
     if kind == LTZ:
         r = sum_shares([s[0] for s in shares]).reshape(-1)
         tables = ltz_tables(r, req["digit_bits"])

@@ -253,6 +253,7 @@ def _install_beaver(crypten: types.ModuleType) -> None:
     if not _originals:
         _originals.update({n: namespace[n] for n in _BEAVER_NAMES})
         _originals["_ltz"] = MPCTensor._ltz
+        _originals["relu"] = MPCTensor.relu
     comm = _communicator_module()
     sum_op, xor_op = reduce_ops()
 
@@ -321,38 +322,47 @@ def _install_beaver(crypten: types.ModuleType) -> None:
             return _originals["AND"](x, y)
         return BST.from_shares(and_shares(p, x.rank, x.share, y.share))
 
-    def ltz(self: Any) -> Any:
-        """[x < 0] as an arithmetic bit: one opening, log2(digits) AND rounds, one B2A.
+    def ltz_bits(p: Any, rank: int, share: torch.Tensor) -> torch.Tensor:
+        """XOR shares of [x < 0] (flat, in bit 0): one opening, log2(digits) AND rounds.
 
         c = x + r is opened (r uniform, so c reveals nothing); each party reads
         its shares of the digits' (lt, eq) bits from the dealer's tables at c's
         digits (parties/correlated.py), and a tree of AND rounds combines them:
         (lt, eq)_hi o (lt, eq)_lo = (lt_hi ^ eq_hi & lt_lo, eq_hi & eq_lo).
         """
-        p = provider()
-        x = self._tensor
-        if p is None or self.ptype != ptypes.arithmetic:
-            return _originals["_ltz"](self)
-        share = x.share.reshape(-1)
+        share = share.reshape(-1)
         width = cr.ltz_digit_bits(share.numel())
         (r,), tables = p.draw(cr.LTZ, {"size0": share.size(), "digit_bits": width})
         (c,) = open_batch([share + r], sum_op)
         lt, eq = cr.ltz_lookup(tables(), c, width)
         stride, digits = 1, cr.ltz_digits(width)
         while stride < digits:
-            last = stride * 2 >= digits
             hi = eq >> stride
-            if last:
-                lt = (lt >> stride) ^ and_shares(p, x.rank, hi, lt)
+            if stride * 2 >= digits:  # last level: only lt is needed
+                lt = (lt >> stride) ^ and_shares(p, rank, hi, lt)
             else:
-                both = and_shares(p, x.rank, torch.stack([hi, hi]), torch.stack([lt, eq]))
+                both = and_shares(p, rank, torch.stack([hi, hi]), torch.stack([lt, eq]))
                 lt, eq = (lt >> stride) ^ both[0], both[1]
             stride *= 2
         bit = lt & 1
-        if x.rank == 0:
+        if rank == 0:
             bit ^= (c < 0).long()
-        arithmetic = b2a_single_bit(BST.from_shares(bit.reshape(x.share.shape)))
-        return MPCTensor.from_shares(arithmetic.share, precision=0)
+        return bit
+
+    def bit_mul(p: Any, rank: int, bit: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """[b * x] from XOR-shared bit b and additive x in one round (bit injection, ABY3).
+
+        e = b ^ s and d = x - a are opened together; with b = e + (1 - 2e) s,
+        b x = e d + e [a] + (1 - 2e) (d [s] + [s a]).
+        """
+        (s_bits, a), pair = p.draw(cr.BIT_MUL, {"size0": x.size()})
+        e, d = open_batch([bit ^ s_bits, x - a], [xor_op, sum_op])
+        s_arith, sa = pair()
+        z = e * a
+        z += (1 - 2 * e) * (d * s_arith + sa)
+        if rank == 0:
+            z += e * d
+        return z
 
     def b2a_single_bit(xb: Any) -> Any:
         """Bit [x]_B to [x]_A with a random bit known in both forms: z = x ^ r opened."""
@@ -366,11 +376,32 @@ def _install_beaver(crypten: types.ModuleType) -> None:
             out += z
         return AST.from_shares(out, precision=0)
 
+    def ltz(self: Any) -> Any:
+        """[x < 0] as an arithmetic bit (scale 1): comparison bits, then one B2A round."""
+        p = provider()
+        if p is None or self.ptype != ptypes.arithmetic:
+            return _originals["_ltz"](self)
+        x = self._tensor
+        bit = ltz_bits(p, x.rank, x.share).reshape(x.share.shape)
+        return MPCTensor.from_shares(b2a_single_bit(BST.from_shares(bit)).share, precision=0)
+
+    def relu(self: Any) -> Any:
+        """x * [x >= 0] = x - x [x < 0], the product fused with the bit's conversion."""
+        p = provider()
+        if p is None or self.ptype != ptypes.arithmetic:
+            return _originals["relu"](self)
+        x = self._tensor
+        bit = ltz_bits(p, x.rank, x.share).reshape(x.share.shape)
+        out = MPCTensor.from_shares(x.share - bit_mul(p, x.rank, bit, x.share))
+        out.encoder = self.encoder
+        return out
+
     namespace.update({
         "__beaver_protocol": beaver_protocol, "square": square, "wraps": wraps,
         "AND": and_gate, "B2A_single_bit": b2a_single_bit,
     })
     MPCTensor._ltz = ltz
+    MPCTensor.relu = relu
 
 
 def _install_a2b() -> None:

@@ -64,3 +64,21 @@ def test_dealer_refuses_odd_comparison_requests() -> None:
     with pytest.raises(DealerError, match="comparison tables"):
         _check_request({"kind": cr.LTZ, "size0": torch.Size([1 << 27]), "digit_bits": 8},
                        ["p0"])
+
+
+@pytest.mark.parametrize("parties", [2, 3])
+def test_bit_times_value_in_one_opening(parties: int) -> None:
+    size = torch.Size([500])
+    req = {"size0": size}
+    gens = [cr.generator(7 + i) for i in range(parties)]
+    shares = [cr.party_shares(cr.BIT_MUL, cr.generator(7 + i), i, req) for i in range(parties)]
+    pairs = [cr.correction(cr.BIT_MUL, gens, req)] + [s[2] for s in shares[1:]]
+    b = torch.randint(0, 2, size)
+    x = torch.randint(-(2**40), 2**40, size)
+    # the opened values: e = b ^ s, d = x - a
+    e = b ^ cr.xor_shares([s[0] for s in shares])
+    d = x - cr.sum_shares([s[1] for s in shares])
+    z = [e * s[1] + (1 - 2 * e) * (d * pair[0] + pair[1]) for s, pair in zip(shares, pairs,
+                                                                            strict=True)]
+    z[0] += e * d
+    assert torch.equal(cr.sum_shares(z), b * x)
