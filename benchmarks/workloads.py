@@ -123,7 +123,7 @@ def logreg_epoch(
     epoch (same batches) run in plaintext float64 with the exact sigmoid.
     `sigmoid` 'piecewise' uses SecureML's clip(1/2 + z/4, 0, 1) in the secure run.
     """
-    from protocols.approximations import sigmoid as approx_sigmoid
+    from protocols.logistic_regression import sgd_epoch
 
     x, y = _logreg_data(rows, features)
     world_size = crypten.communicator.get().get_world_size()
@@ -131,10 +131,7 @@ def logreg_epoch(
     x_enc = crypten.cat([crypten.cryptensor(x[s:e], src=r) for r, (s, e) in enumerate(slices)])
     y_enc = crypten.cat([crypten.cryptensor(y[s:e], src=r) for r, (s, e) in enumerate(slices)])
     w = crypten.cryptensor(torch.zeros(features, 1), src=0)
-    for start, end in _batches(rows, batch):
-        xb, yb = x_enc[start:end], y_enc[start:end]
-        err = approx_sigmoid(xb.matmul(w), sigmoid) - yb
-        w = w - xb.t().matmul(err) * (lr / (end - start))
+    w = sgd_epoch(x_enc, y_enc, w, batch, lr, sigmoid)
     w_plain = w.get_plain_text()
     return {
         "accuracy": _accuracy(x, y, w_plain),

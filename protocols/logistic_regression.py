@@ -66,6 +66,7 @@ def run(session: Session) -> dict[str, Any]:
     assert session.train is not None and session.test is not None
     x, y = _share_rows(crypten, session, session.train)
     rows, features = x.size(0), x.size(1)
+    design = crypten.cat([x, crypten.cryptensor(torch.ones(rows, 1), src=0)], dim=1)
     w = crypten.cryptensor(torch.zeros(features, 1), src=0)
     b = crypten.cryptensor(torch.zeros(1), src=0)
     start = 0
@@ -75,12 +76,9 @@ def run(session: Session) -> dict[str, Any]:
         w, b = state["w"], state["b"]
         session.progress("resumed", epoch=start, of=p["epochs"])
     for epoch in range(start, p["epochs"]):
-        for start, end in batches(rows, p["batch_size"]):
-            xb, yb = x[start:end], y[start:end]
-            err = approximations.sigmoid(xb.matmul(w) + b, p["sigmoid"]) - yb
-            step = p["learning_rate"] / (end - start)
-            w = w - xb.t().matmul(err) * step
-            b = b - err.sum(0) * step
+        wb = sgd_epoch(design, y, crypten.cat([w, b.reshape(1, 1)]), p["batch_size"],
+                       p["learning_rate"], p["sigmoid"])
+        w, b = wb[:-1], wb[-1:].reshape(-1)
         session.checkpoint(epoch + 1, {"w": w, "b": b})
         session.progress("epoch", epoch=epoch + 1, of=p["epochs"])
     xt, yt = _share_rows(crypten, session, session.test)
@@ -89,6 +87,36 @@ def run(session: Session) -> dict[str, Any]:
     weights = session.reveal("weights", crypten.cat([w.reshape(-1), b.reshape(-1)]))
     revealed["weights"] = None if weights is None else weights.tolist()
     return revealed
+
+
+def sgd_epoch(x: Any, y: Any, w: Any, batch_size: int, lr: float, sigmoid: str) -> Any:
+    """One epoch of mini-batch SGD on shares: x (rows, k), y (rows, 1), w (k, 1); returns w.
+
+    Rounds per step: the forward product, the sigmoid, the gradient product.
+    Each row of x is scaled once per epoch by its batch's public step lr/|B|
+    (one truncation for all steps), so the update w -= (step X_B)^T err needs
+    no truncation of its own. With the piecewise sigmoid the epoch runs on
+    w/4 (the step also carries the 1/4): z/4 = X_B (w/4) feeds
+    clip(1/2 + z/4, 0, 1) = relu(z/4 + 1/2) - relu(z/4 - 1/2) directly, with
+    no multiplication by 1/4 per step.
+    """
+    import crypten
+
+    spans = batches(x.size(0), batch_size)
+    quarter = 0.25 if sigmoid == "piecewise" else 1.0
+    steps = torch.cat([torch.full((end - start, 1), lr * quarter / (end - start))
+                       for start, end in spans])
+    x_step = x * steps
+    w = w * quarter if sigmoid == "piecewise" else w
+    for start, end in spans:
+        z = x[start:end].matmul(w)
+        if sigmoid == "piecewise":
+            ramps = crypten.stack([z + 0.5, z - 0.5]).relu()
+            err = ramps[0] - ramps[1] - y[start:end]
+        else:
+            err = approximations.sigmoid(z, sigmoid) - y[start:end]
+        w = w - x_step[start:end].t().matmul(err)
+    return w * 4 if sigmoid == "piecewise" else w
 
 
 def _scalar(value: Any) -> Any:
