@@ -17,6 +17,7 @@ tables of its digits [IKMOP13], see :func:`ltz_tables`. Pure functions, no I/O.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -262,6 +263,31 @@ def _combine(ts: Sequence[torch.Tensor], like: torch.Tensor | None, op: Any) -> 
     for t in ts[1:]:
         op(out, t)
     return out
+
+
+def describe(kind: str, req: dict[str, Any]) -> str:
+    """A canonical string naming a request (kind, shapes, op, arguments)."""
+    return kind + "".join(f"|{k}={_canon(req[k])}" for k in sorted(req))
+
+
+def _canon(v: Any) -> str:
+    if isinstance(v, torch.Size | tuple | list):
+        return "(" + ",".join(_canon(x) for x in v) + ")"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{_canon(v[k])}" for k in sorted(v)) + "}"
+    return repr(v)
+
+
+def keyed_generator(seed: int, counter: int, descriptor: str) -> torch.Generator:
+    """The generator of draw number `counter` with `descriptor`, keyed by a party's seed.
+
+    Distinct (counter, descriptor) pairs give independent streams, so material
+    the dealer made for a request that never came cannot reveal anything about
+    the material of the request that did.
+    """
+    digest = hashlib.blake2b(f"{counter}|{descriptor}".encode(), digest_size=8,
+                             key=seed.to_bytes(8, "little")).digest()
+    return generator(int.from_bytes(digest, "little") >> 1)
 
 
 def generator(seed: int) -> torch.Generator:

@@ -1,10 +1,12 @@
 """The dealer: a node that supplies correlated randomness and sees no data.
 
 The dealer sends each party a fresh secret seed over that party's link. From
-then on every party expands its own shares locally (parties/correlated.py);
-only party 0 asks the dealer for its correction share, one message per
-request, pipelined: party 0 sends the request as soon as the protocol knows the
-shape and collects the answer only after its opening round is on the wire.
+then on every party expands its own shares locally (parties/correlated.py),
+from a generator keyed by its seed, the draw's counter and its descriptor;
+only party 0 needs its correction share from the dealer. The dealer sends
+corrections ahead when the requests repeat (parties/prefetch.py); otherwise
+party 0 asks as soon as the protocol knows the shape and collects the answer
+only after its opening round is on the wire.
 
 The dealer learns shapes and the operation (public anyway) and nothing about
 inputs or outputs: it never receives a share of any secret value. It must not
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 
 from parties import correlated as cr
+from parties import prefetch
 from parties.crypten_adapter import load_crypten
 from parties.transport import Mesh, PeerClosed, PeerError
 
@@ -35,7 +38,8 @@ class DealerError(RuntimeError):
 
 
 def _check_request(req: Any, parties: list[str]) -> tuple[str, dict[str, Any]]:
-    if not isinstance(req, dict) or "kind" not in req:
+    if not isinstance(req, dict) or "kind" not in req or not isinstance(req.get("counter"), int) \
+            or req["counter"] < 0:
         raise DealerError(f"party '{parties[0]}' sent a malformed dealer request")
     kind = req["kind"]
     if kind not in cr.KINDS:
@@ -64,47 +68,95 @@ def _check_request(req: Any, parties: list[str]) -> tuple[str, dict[str, Any]]:
     return kind, req
 
 
+class Dealer:
+    """What the dealer knows: every party's seed and the line of party 0's requests."""
+
+    def __init__(self, seeds: list[int], party0: str, served: Counter[str]) -> None:
+        self.seeds, self.party0, self.served = seeds, party0, served
+        self.line = prefetch.Predictor()
+
+    def answer(self, msg: Any) -> tuple[dict[str, Any], torch.Tensor]:
+        """The reply to one message from party 0: a request, or a refill of guesses.
+
+        A request is answered with its correction and the next guesses
+        (parties/prefetch.py), a refill with more guesses.
+        """
+        if isinstance(msg, dict) and "refill" in msg:
+            first = msg["refill"]
+            if not isinstance(first, int) or first < 0:
+                raise DealerError(f"party '{self.party0}' sent a malformed refill")
+            counters = self.line.extend(prefetch.BATCH) if first == len(self.line.line) else []
+        else:
+            kind, req = _check_request(msg, [self.party0])
+            first = req.pop("counter")
+            req.pop("kind")
+            try:
+                self.line.confirm(first, (cr.describe(kind, req), kind, req))
+            except ValueError as exc:
+                raise DealerError(f"party '{self.party0}': {exc}") from None
+            counters = [first, *self.line.extend(prefetch.BATCH)]
+        items: list[tuple[str, torch.Tensor]] = []
+        elements = 0
+        for k in counters:
+            if elements > prefetch.BUDGET:  # guesses may be wrong: bound what they cost
+                del self.line.line[k:]
+                break
+            descriptor, kind, req = self.line.line[k]
+            gens = [cr.keyed_generator(s, k, descriptor) for s in self.seeds]
+            items.append((descriptor, cr.correction(kind, gens, req)))
+            self.served[kind] += 1
+            elements += items[-1][1].numel()
+        return prefetch.pack_answer(first, items)
+
+
 def serve(mesh: Mesh, parties: list[str], served: Counter[str],
           idle_timeout: float = 3600.0) -> None:
     """Run the dealer until party 0 closes its link, counting what it serves in `served`."""
     seeds = [secrets.randbits(63) for _ in parties]
     for party, seed in zip(parties, seeds, strict=True):
         mesh.send(party, torch.tensor(seed, dtype=torch.long))
-    gens = [cr.generator(s) for s in seeds]
+    dealer = Dealer(seeds, parties[0], served)
     while True:
         try:
-            req = mesh.recv(parties[0], timeout=idle_timeout)
+            msg = mesh.recv(parties[0], timeout=idle_timeout)
         except PeerClosed:
             break  # party 0 is done
-        kind, req = _check_request(req, parties)
-        mesh.send(parties[0], cr.correction(kind, gens, req))
-        served[kind] += 1
+        header, flat = dealer.answer(msg)
+        mesh.send(parties[0], header)
+        mesh.send(parties[0], flat)
 
 
 class _ShareSource:
-    """A party's end of the dealer: its seeded generator and, for party 0, the link."""
+    """A party's end of the dealer: its seed, its draw counter and, for party 0, the link."""
 
     def __init__(self, mesh: Mesh, rank: int, dealer: str) -> None:
-        self.mesh, self.rank, self.dealer = mesh, rank, dealer
+        self.rank = rank
         seed = mesh.recv(dealer)
         if not isinstance(seed, torch.Tensor) or seed.dtype != torch.long or seed.numel() != 1:
             raise PeerError(dealer, "sent a malformed seed")
-        self.g = cr.generator(int(seed.item()))
-        self.requests = 0
+        self.seed = int(seed.item())
+        self.draws = 0
+        self.prefetch = prefetch.Prefetcher(lambda obj: mesh.send(dealer, obj),
+                                            lambda: mesh.recv(dealer)) if rank == 0 else None
+
+    @property
+    def requests(self) -> int:
+        """Messages party 0 sent the dealer."""
+        return self.prefetch.messages if self.prefetch is not None else 0
 
     def draw(self, kind: str, req: dict[str, Any]
              ) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor]]:
         """This party's shares for `req`, and a function giving the last share.
 
-        On party 0 the last share is the dealer's correction, requested now and
-        received when the function is called.
+        On party 0 the last share is the dealer's correction: prefetched, or
+        requested now and received when the function is called.
         """
-        shares = cr.party_shares(kind, self.g, self.rank, req)
-        if self.rank == 0:
-            self.mesh.send(self.dealer, {"kind": kind, **req})
-            self.requests += 1
-            tag = self.mesh.next_recv_tag(self.dealer)
-            return shares, lambda: self.mesh.recv(self.dealer, tag=tag)
+        counter, descriptor = self.draws, cr.describe(kind, req)
+        self.draws += 1
+        shares = cr.party_shares(kind, cr.keyed_generator(self.seed, counter, descriptor),
+                                 self.rank, req)
+        if self.prefetch is not None:
+            return shares, self.prefetch.correction(counter, descriptor, kind, req)
         last = shares.pop()
         return shares, lambda: last
 

@@ -226,6 +226,7 @@ def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any
         raise
     stats = comm.get_communication_stats()
     stats["dealer_requests"] = provider.source.requests if provider is not None else 0
+    stats["dealer_draws"] = provider.source.draws if provider is not None else 0
     crypten_adapter.stop_party()
     mesh.close()
     return result, elapsed, stats

@@ -32,8 +32,10 @@ def test_dealer_serves_the_randomness() -> None:
     assert run.ok
     served = run.nodes["dealer"].result["served"]
     assert served["additive"] > 0 and served["binary"] > 0 and served["wraps"] > 0
-    requests = run.nodes["party0"].result["stats"]["dealer_requests"]
-    assert requests == sum(served.values())
+    stats = run.nodes["party0"].result["stats"]
+    # every draw was served (some guesses ahead go unused); never more messages than draws
+    assert sum(served.values()) >= stats["dealer_draws"] > 0
+    assert 0 < stats["dealer_requests"] <= stats["dealer_draws"]
 
 
 def test_port_in_use_is_one_line_and_nonzero(smpc_cmd: list[str]) -> None:

@@ -60,9 +60,11 @@ def test_tables_are_the_truth_tables_of_r(digit_bits: int) -> None:
 
 def test_dealer_refuses_odd_comparison_requests() -> None:
     with pytest.raises(DealerError, match="digits of 5 bits"):
-        _check_request({"kind": cr.LTZ, "size0": torch.Size([4]), "digit_bits": 5}, ["p0"])
+        _check_request({"kind": cr.LTZ, "counter": 0, "size0": torch.Size([4]), "digit_bits": 5},
+                       ["p0"])
     with pytest.raises(DealerError, match="comparison tables"):
-        _check_request({"kind": cr.LTZ, "size0": torch.Size([1 << 27]), "digit_bits": 8},
+        _check_request({"kind": cr.LTZ, "counter": 0, "size0": torch.Size([1 << 27]),
+                        "digit_bits": 8},
                        ["p0"])
 
 

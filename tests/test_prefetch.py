@@ -1,0 +1,79 @@
+"""Dealer corrections computed ahead: always the right ones, far fewer messages."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from typing import Any
+
+import torch
+
+from parties import correlated as cr
+from parties import prefetch
+from parties.dealer import Dealer
+
+SEEDS = [11, 22, 33]
+
+
+def _requests(pattern: str, steps: int) -> list[tuple[str, dict[str, Any]]]:
+    """A training-like sequence: the same few requests every step, then a short last step."""
+    step = [
+        (cr.ADDITIVE, {"size0": torch.Size([8, 3]), "size1": torch.Size([3, 1]),
+                       "op": "matmul", "kwargs": {}}),
+        (cr.WRAPS, {"size0": torch.Size([8, 1])}),
+        (cr.LTZ, {"size0": torch.Size([16]), "digit_bits": 8}),
+        (cr.BINARY, {"size0": torch.Size([2, 16]), "size1": torch.Size([2, 16])}),
+        (cr.BINARY, {"size0": torch.Size([2, 16]), "size1": torch.Size([2, 16])}),
+        (cr.BINARY, {"size0": torch.Size([16]), "size1": torch.Size([16])}),
+        (cr.BIT_MUL, {"size0": torch.Size([2, 8, 1])}),
+    ]
+    out = step * steps
+    if pattern == "irregular":
+        rng = random.Random(5)
+        for _ in range(10):  # splice in surprises: other shapes, other order
+            at = rng.randrange(len(out))
+            out.insert(at, (cr.SQUARE, {"size0": torch.Size([rng.randrange(1, 9)])}))
+    last = (cr.ADDITIVE, {"size0": torch.Size([5, 3]), "size1": torch.Size([3, 1]),
+                          "op": "matmul", "kwargs": {}})
+    return [*out, last]
+
+
+def _run(requests: list[tuple[str, dict[str, Any]]]) -> tuple[prefetch.Prefetcher, Counter[str]]:
+    served: Counter[str] = Counter()
+    dealer = Dealer(SEEDS, "p0", served)
+    inbox: deque[Any] = deque()
+
+    def send(msg: Any) -> None:
+        header, flat = dealer.answer(dict(msg))
+        inbox.extend([header, flat])
+
+    party0 = prefetch.Prefetcher(send, inbox.popleft)
+    for counter, (kind, req) in enumerate(requests):
+        descriptor = cr.describe(kind, req)
+        gens = [cr.keyed_generator(s, counter, descriptor) for s in SEEDS]
+        finish = party0.correction(counter, descriptor, kind, req)
+        want = cr.correction(kind, gens, req)
+        assert torch.equal(finish(), want), f"draw {counter} ({descriptor})"
+    return party0, served
+
+
+def test_a_repeating_sequence_is_served_ahead() -> None:
+    requests = _requests("steady", 60)
+    party0, served = _run(requests)
+    assert party0.messages <= len(requests) // 10
+    assert party0.hits >= len(requests) * 0.8
+    assert sum(served.values()) <= len(requests) + 2 * prefetch.BATCH
+
+
+def test_surprises_fall_back_to_asking() -> None:
+    requests = _requests("irregular", 60)
+    party0, _ = _run(requests)  # every correction checked inside
+    assert party0.messages < len(requests) // 3
+
+
+def test_keyed_draws_differ_by_counter_and_request() -> None:
+    a = cr.ring(cr.keyed_generator(1, 0, "x"), [4])
+    assert not torch.equal(a, cr.ring(cr.keyed_generator(1, 1, "x"), [4]))
+    assert not torch.equal(a, cr.ring(cr.keyed_generator(1, 0, "y"), [4]))
+    assert not torch.equal(a, cr.ring(cr.keyed_generator(2, 0, "x"), [4]))
+    assert torch.equal(a, cr.ring(cr.keyed_generator(1, 0, "x"), [4]))
