@@ -20,6 +20,8 @@ import sys
 import traceback
 from typing import Any
 
+from parties import heap
+
 EXIT_FAILED = 1  # a check failed
 EXIT_ERROR = 2  # a usage, setting or peer error (nothing ran)
 EXIT_LOST = 3  # the run started and stopped: a peer was lost or failed (resume with --resume)
@@ -460,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `smpc` console script."""
     args = parser().parse_args(argv)
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # our errors say what gRPC's log lines would
+    heap.keep_freed_memory()  # large buffers are reused instead of faulted in again
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     from parties.manifest import ManifestError
     from parties.runtime import RunInterrupted

@@ -83,7 +83,8 @@ def expected_nbytes(dtype: int, shape: list[int]) -> int:
     return math.prod(shape) * WIRE_TO_NUMPY[dtype].itemsize
 
 
-def tensor_from_bytes(dtype: int, shape: list[int], data: bytes | bytearray) -> torch.Tensor:
+def tensor_from_bytes(dtype: int, shape: list[int], data: bytes | bytearray | memoryview
+                      ) -> torch.Tensor:
     """Rebuild a tensor from validated wire bytes (copies into torch-owned memory)."""
     need = expected_nbytes(dtype, shape)
     if need != len(data):
@@ -108,7 +109,7 @@ class Assembler:
         self.limits = limits
         self._tag: int | None = None
         self._head: pb.Frame | None = None
-        self._buf: bytearray | None = None
+        self._buf: memoryview | None = None
         self._filled = 0
         self._next_chunk = 0
 
@@ -148,7 +149,8 @@ class Assembler:
             if frame.chunks > frame.nbytes:
                 raise FrameError(f"{frame.chunks} chunks for {frame.nbytes} bytes")
             self._head, self._tag = frame, frame.tag
-            self._buf = bytearray(frame.nbytes)
+            # torch.empty: no zeroing pass over a buffer every byte of which is written next
+            self._buf = memoryview(torch.empty(frame.nbytes, dtype=torch.uint8).numpy())
             self._filled, self._next_chunk = 0, 0
         elif self._head is None or frame.tag != self._tag:
             raise FrameError(f"chunk {frame.chunk} of tag {frame.tag} without its first chunk")

@@ -273,10 +273,8 @@ def _install_beaver(crypten: types.ModuleType) -> None:
         (a, b), c = p.draw(cr.ADDITIVE, req)
         eps, delta = open_batch([x.share - a, y.share - b], sum_op)
         f = getattr(torch, op)
-        z = f(eps, b, **kwargs)
+        z = f(eps, b + delta if x.rank == 0 else b, **kwargs)  # bilinear: one product less
         z += f(a, delta, **kwargs)
-        if x.rank == 0:
-            z += f(eps, delta, **kwargs)
         z += c()
         return AST.from_shares(z, precision=0)
 
