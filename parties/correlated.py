@@ -18,10 +18,12 @@ tables of its digits [IKMOP13], see :func:`ltz_tables`. Pure functions, no I/O.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 RING_LOW, RING_HIGH = -(2**63), 2**63 - 1
 
@@ -36,14 +38,41 @@ BILINEAR_OPS = frozenset(
 )
 
 
-def ring(g: torch.Generator, size: Sequence[int]) -> torch.Tensor:
+class Stream:
+    """A ChaCha20 keystream [Ber08] read as uniform int64 words or bits: the PRG of every share.
+
+    A cryptographic PRG: nothing a party sees of its own expansion helps
+    predict another stream or the rest of this one (torch's Mersenne Twister,
+    which CrypTen uses, is predictable from 624 outputs).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._cipher = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+
+    def fill(self, out: torch.Tensor) -> torch.Tensor:
+        """Overwrite contiguous `out` with the next bytes of the stream (little-endian)."""
+        if out.numel() == 0:
+            return out
+        view = memoryview(out.numpy().reshape(-1).view("u1"))
+        self._cipher.update_into(bytes(len(view)), view)
+        if sys.byteorder == "big" and out.element_size() > 1:
+            out.numpy().byteswap(inplace=True)
+        return out
+
+
+def stream(seed: int) -> Stream:
+    """The stream keyed by a 63-bit seed."""
+    return Stream(hashlib.blake2b(seed.to_bytes(8, "little"), digest_size=32).digest())
+
+
+def ring(g: Stream, size: Sequence[int]) -> torch.Tensor:
     """Uniform elements of Z_{2^64} as int64."""
-    return torch.randint(RING_LOW, RING_HIGH, tuple(size), generator=g, dtype=torch.long)
+    return g.fill(torch.empty(tuple(size), dtype=torch.long))
 
 
-def bits(g: torch.Generator, size: Sequence[int]) -> torch.Tensor:
+def bits(g: Stream, size: Sequence[int]) -> torch.Tensor:
     """Uniform bits as int64 0/1."""
-    return torch.randint(0, 2, tuple(size), generator=g, dtype=torch.long)
+    return (g.fill(torch.empty(tuple(size), dtype=torch.uint8)) & 1).long()
 
 
 def broadcast_shapes(s0: Sequence[int], s1: Sequence[int]) -> torch.Size:
@@ -102,7 +131,7 @@ def count_wraps(shares: Sequence[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def party_shares(kind: str, g: torch.Generator, rank: int, req: dict[str, Any]
+def party_shares(kind: str, g: Stream, rank: int, req: dict[str, Any]
                  ) -> list[torch.Tensor]:
     """This party's shares for one request, in the order the dealer draws them.
 
@@ -132,7 +161,7 @@ def party_shares(kind: str, g: torch.Generator, rank: int, req: dict[str, Any]
     raise ValueError(f"unknown request kind {kind!r}")
 
 
-def correction(kind: str, gens: Sequence[torch.Generator], req: dict[str, Any]) -> torch.Tensor:
+def correction(kind: str, gens: Sequence[Stream], req: dict[str, Any]) -> torch.Tensor:
     """The dealer's side: replay every party's draws and return party 0's missing share."""
     shares = [party_shares(kind, g, rank, req) for rank, g in enumerate(gens)]
     rest = shares[1:]
@@ -278,19 +307,12 @@ def _canon(v: Any) -> str:
     return repr(v)
 
 
-def keyed_generator(seed: int, counter: int, descriptor: str) -> torch.Generator:
-    """The generator of draw number `counter` with `descriptor`, keyed by a party's seed.
+def keyed_stream(seed: int, counter: int, descriptor: str) -> Stream:
+    """The stream of draw number `counter` with `descriptor`, keyed by a party's seed.
 
     Distinct (counter, descriptor) pairs give independent streams, so material
     the dealer made for a request that never came cannot reveal anything about
     the material of the request that did.
     """
-    digest = hashlib.blake2b(f"{counter}|{descriptor}".encode(), digest_size=8,
-                             key=seed.to_bytes(8, "little")).digest()
-    return generator(int.from_bytes(digest, "little") >> 1)
-
-
-def generator(seed: int) -> torch.Generator:
-    g = torch.Generator(device="cpu")
-    g.manual_seed(seed)
-    return g
+    return Stream(hashlib.blake2b(f"{counter}|{descriptor}".encode(), digest_size=32,
+                                  key=seed.to_bytes(8, "little")).digest())

@@ -102,7 +102,7 @@ class Dealer:
                 del self.line.line[k:]
                 break
             descriptor, kind, req = self.line.line[k]
-            gens = [cr.keyed_generator(s, k, descriptor) for s in self.seeds]
+            gens = [cr.keyed_stream(s, k, descriptor) for s in self.seeds]
             items.append((descriptor, cr.correction(kind, gens, req)))
             self.served[kind] += 1
             elements += items[-1][1].numel()
@@ -153,7 +153,7 @@ class _ShareSource:
         """
         counter, descriptor = self.draws, cr.describe(kind, req)
         self.draws += 1
-        shares = cr.party_shares(kind, cr.keyed_generator(self.seed, counter, descriptor),
+        shares = cr.party_shares(kind, cr.keyed_stream(self.seed, counter, descriptor),
                                  self.rank, req)
         if self.prefetch is not None:
             return shares, self.prefetch.correction(counter, descriptor, kind, req)

@@ -3,7 +3,7 @@
 Every draw of correlated randomness has a counter k (its position in the run,
 the same on every party) and a descriptor d (kind and shapes). Each party's
 shares for draw k come from a generator keyed by (its seed, k, d)
-(`correlated.keyed_generator`), so a correction computed for a guess (k, d')
+(`correlated.keyed_stream`), so a correction computed for a guess (k, d')
 that turns out wrong is simply never used: it does not disturb any other draw.
 
 The dealer keeps the line of requests party 0 made, learns which request

@@ -50,7 +50,7 @@ def _run(requests: list[tuple[str, dict[str, Any]]]) -> tuple[prefetch.Prefetche
     party0 = prefetch.Prefetcher(send, inbox.popleft)
     for counter, (kind, req) in enumerate(requests):
         descriptor = cr.describe(kind, req)
-        gens = [cr.keyed_generator(s, counter, descriptor) for s in SEEDS]
+        gens = [cr.keyed_stream(s, counter, descriptor) for s in SEEDS]
         finish = party0.correction(counter, descriptor, kind, req)
         want = cr.correction(kind, gens, req)
         assert torch.equal(finish(), want), f"draw {counter} ({descriptor})"
@@ -72,8 +72,8 @@ def test_surprises_fall_back_to_asking() -> None:
 
 
 def test_keyed_draws_differ_by_counter_and_request() -> None:
-    a = cr.ring(cr.keyed_generator(1, 0, "x"), [4])
-    assert not torch.equal(a, cr.ring(cr.keyed_generator(1, 1, "x"), [4]))
-    assert not torch.equal(a, cr.ring(cr.keyed_generator(1, 0, "y"), [4]))
-    assert not torch.equal(a, cr.ring(cr.keyed_generator(2, 0, "x"), [4]))
-    assert torch.equal(a, cr.ring(cr.keyed_generator(1, 0, "x"), [4]))
+    a = cr.ring(cr.keyed_stream(1, 0, "x"), [4])
+    assert not torch.equal(a, cr.ring(cr.keyed_stream(1, 1, "x"), [4]))
+    assert not torch.equal(a, cr.ring(cr.keyed_stream(1, 0, "y"), [4]))
+    assert not torch.equal(a, cr.ring(cr.keyed_stream(2, 0, "x"), [4]))
+    assert torch.equal(a, cr.ring(cr.keyed_stream(1, 0, "x"), [4]))
