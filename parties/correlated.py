@@ -131,6 +131,12 @@ def count_wraps(shares: Sequence[torch.Tensor]) -> torch.Tensor:
     return total
 
 
+def request_elements(kind: str, req: dict[str, Any]) -> int:
+    """How many elements a request's inputs have (what its material costs, roughly)."""
+    n = sum(torch.Size(req[k]).numel() for k in ("size0", "size1") if k in req)
+    return n * ltz_table_words(req["digit_bits"]) if kind == LTZ else n
+
+
 def party_shares(kind: str, g: Stream, rank: int, req: dict[str, Any]
                  ) -> list[torch.Tensor]:
     """This party's shares for one request, in the order the dealer draws them.

@@ -98,14 +98,16 @@ class Dealer:
         items: list[tuple[str, torch.Tensor]] = []
         elements = 0
         for k in counters:
-            if elements > prefetch.BUDGET:  # guesses may be wrong: bound what they cost
-                del self.line.line[k:]
-                break
             descriptor, kind, req = self.line.line[k]
+            if k != counters[0] or "refill" in msg:  # a guess: only small ones, a bounded sum
+                size = cr.request_elements(kind, req)
+                if size > prefetch.GUESS_LIMIT or elements + size > prefetch.BUDGET:
+                    del self.line.line[k:]
+                    break
+                elements += size
             gens = [cr.keyed_stream(s, k, descriptor) for s in self.seeds]
             items.append((descriptor, cr.correction(kind, gens, req)))
             self.served[kind] += 1
-            elements += items[-1][1].numel()
         return prefetch.pack_answer(first, items)
 
 

@@ -29,8 +29,13 @@ import torch
 BATCH = 64
 """Corrections the dealer computes ahead per message."""
 
-BUDGET = 1 << 22
-"""At most this many elements of guessed corrections per message (32 MiB)."""
+GUESS_LIMIT = 1 << 16
+"""Only requests this small (elements of input) are guessed. A large request
+costs far more to compute than the dealer's round trip, and a wrong guess of
+one would waste that work in the answer party 0 is waiting for."""
+
+BUDGET = 1 << 20
+"""At most this many input elements of guesses per answer."""
 
 CONTEXT = 6
 """Requests of history that identify a position in a repeating sequence."""

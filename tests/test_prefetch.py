@@ -77,3 +77,12 @@ def test_keyed_draws_differ_by_counter_and_request() -> None:
     assert not torch.equal(a, cr.ring(cr.keyed_stream(1, 0, "y"), [4]))
     assert not torch.equal(a, cr.ring(cr.keyed_stream(2, 0, "x"), [4]))
     assert torch.equal(a, cr.ring(cr.keyed_stream(1, 0, "x"), [4]))
+
+
+def test_large_requests_are_never_guessed() -> None:
+    big = (cr.SQUARE, {"size0": torch.Size([prefetch.GUESS_LIMIT + 1])})
+    small = _requests("steady", 1)[:-1]
+    requests = [*small, big] * 12
+    party0, served = _run(requests)  # every correction checked inside
+    assert served[cr.SQUARE] == 12  # computed only when asked for, never ahead
+    assert party0.hits > 0  # the small ones still came ahead
