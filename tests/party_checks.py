@@ -70,6 +70,9 @@ def communicator(session: Session) -> Report:
     ax_b = comm.all_reduce([bits, bits[:1]], op=ReduceOp.BXOR, batched=True)
     _row(rep, "all_reduce BXOR batched", ax_b[0].tolist() == expect_xor
          and ax_b[1].tolist() == expect_xor[:1])
+    mixed = comm.all_reduce([bits, x], op=[ReduceOp.BXOR, ReduceOp.SUM], batched=True)
+    _row(rep, "all_reduce mixed ops", mixed[0].tolist() == expect_xor
+         and mixed[1].tolist() == [total, -total])
 
     g = comm.gather(x, 1)
     _row(rep, "gather", [t.tolist() for t in g] == [[i + 1, -(i + 1)] for i in range(n)]

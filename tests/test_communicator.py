@@ -25,8 +25,9 @@ def test_every_communicator_call(n: int) -> None:
     results = _rows_ok(run, parties)
     ops = {r["op"] for r in results[parties[0]]["rows"]}
     for op in ("send/recv", "isend/irecv", "scatter", "reduce BXOR", "all_reduce batched",
-               "all_reduce BXOR batched", "gather", "all_gather", "broadcast batched",
-               "barrier", "broadcast_obj", "stats count real bytes and rounds"):
+               "all_reduce BXOR batched", "all_reduce mixed ops", "gather", "all_gather",
+               "broadcast batched", "barrier", "broadcast_obj",
+               "stats count real bytes and rounds"):
         assert op in ops
     # the PRNG seed exchange (crypten._setup_prng) and the dealer's seeds used these links
     assert run.nodes["dealer"].result == {"served": {}}
