@@ -85,7 +85,7 @@ class Dealer:
             first = msg["refill"]
             if not isinstance(first, int) or first < 0:
                 raise DealerError(f"party '{self.party0}' sent a malformed refill")
-            counters = self.line.extend(prefetch.BATCH) if first == len(self.line.line) else []
+            counters = self.line.extend(prefetch.BATCH) if first == self.line.end else []
         else:
             kind, req = _check_request(msg, [self.party0])
             first = req.pop("counter")
@@ -98,11 +98,11 @@ class Dealer:
         items: list[tuple[str, torch.Tensor]] = []
         elements = 0
         for k in counters:
-            descriptor, kind, req = self.line.line[k]
+            descriptor, kind, req = self.line.entry(k)
             if k != counters[0] or "refill" in msg:  # a guess: only small ones, a bounded sum
                 size = cr.request_elements(kind, req)
                 if size > prefetch.GUESS_LIMIT or elements + size > prefetch.BUDGET:
-                    del self.line.line[k:]
+                    self.line.truncate(k)
                     break
                 elements += size
             gens = [cr.keyed_stream(s, k, descriptor) for s in self.seeds]

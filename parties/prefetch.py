@@ -40,44 +40,70 @@ BUDGET = 1 << 20
 CONTEXT = 6
 """Requests of history that identify a position in a repeating sequence."""
 
+CONTEXTS = 1 << 16
+"""Contexts remembered before the dealer forgets and learns again."""
+
 
 Entry = tuple[str, str, dict[str, Any]]  # (descriptor, kind, request)
 
 
 class Predictor:
-    """The dealer's line of requests: confirmed history, then guesses."""
+    """The dealer's line of requests: the last confirmed ones, then guesses.
+
+    Memory stays bounded over any run: only the last `CONTEXT` confirmed
+    requests are kept, and what followed each context (at most `CONTEXTS` of them).
+    """
 
     def __init__(self) -> None:
+        self.base = 0  # counter of line[0]
         self.line: list[Entry] = []
-        self.confirmed = 0  # line[:confirmed] is what party 0 really asked for
-        self.next_of: dict[tuple[str, ...], tuple[int, int]] = {}  # -> (position, times seen)
+        self.confirmed = 0  # counters below this are what party 0 really asked for
+        self.next_of: dict[tuple[str, ...], tuple[Entry, int]] = {}  # -> (next, times seen)
+
+    @property
+    def end(self) -> int:
+        """The counter after the last request in the line (confirmed or guessed)."""
+        return self.base + len(self.line)
+
+    def entry(self, counter: int) -> Entry:
+        return self.line[counter - self.base]
+
+    def truncate(self, end: int) -> None:
+        """Drop the guesses from counter `end` on."""
+        del self.line[max(end, self.confirmed) - self.base:]
 
     def confirm(self, counter: int, entry: Entry) -> None:
         """Party 0 asked for `entry` at `counter`: guesses from there on are dropped."""
-        if counter < self.confirmed or counter > len(self.line):
+        if counter < self.confirmed or counter > self.end:
             raise ValueError(f"request {counter} out of order (confirmed up to "
-                             f"{self.confirmed}, line {len(self.line)})")
-        del self.line[counter:]
+                             f"{self.confirmed}, line up to {self.end})")
+        del self.line[counter - self.base:]
         self.line.append(entry)
-        for i in range(max(self.confirmed, CONTEXT), counter + 1):
-            context = self._context(i)
+        if len(self.next_of) > CONTEXTS:
+            self.next_of.clear()
+        for i in range(max(self.confirmed, self.base + CONTEXT), counter + 1):
+            context, nxt = self._context(i), self.entry(i)
             seen = self.next_of.get(context)
-            same = seen is not None and self.line[seen[0]][0] == self.line[i][0]
-            self.next_of[context] = (i, seen[1] + 1 if same and seen is not None else 1)
+            times = seen[1] + 1 if seen is not None and seen[0][0] == nxt[0] else 1
+            self.next_of[context] = (nxt, times)
         self.confirmed = counter + 1
+        drop = len(self.line) - CONTEXT
+        if drop > 0:
+            del self.line[:drop]
+            self.base += drop
 
     def _context(self, end: int) -> tuple[str, ...]:
-        return tuple(d for d, _, _ in self.line[end - CONTEXT:end])
+        return tuple(d for d, _, _ in self.line[end - CONTEXT - self.base:end - self.base])
 
     def extend(self, count: int) -> list[int]:
         """Append up to `count` guesses to the line; return their counters."""
         out: list[int] = []
         while len(out) < count and len(self.line) >= CONTEXT:
-            seen = self.next_of.get(self._context(len(self.line)))
+            seen = self.next_of.get(self._context(self.end))
             if seen is None or seen[1] < 2:  # guess only what followed twice the same way
                 break
-            out.append(len(self.line))
-            self.line.append(self.line[seen[0]])
+            out.append(self.end)
+            self.line.append(seen[0])
         return out
 
 

@@ -38,7 +38,8 @@ def _requests(pattern: str, steps: int) -> list[tuple[str, dict[str, Any]]]:
     return [*out, last]
 
 
-def _run(requests: list[tuple[str, dict[str, Any]]]) -> tuple[prefetch.Prefetcher, Counter[str]]:
+def _run(requests: list[tuple[str, dict[str, Any]]]
+         ) -> tuple[prefetch.Prefetcher, Counter[str], Dealer]:
     served: Counter[str] = Counter()
     dealer = Dealer(SEEDS, "p0", served)
     inbox: deque[Any] = deque()
@@ -54,20 +55,22 @@ def _run(requests: list[tuple[str, dict[str, Any]]]) -> tuple[prefetch.Prefetche
         finish = party0.correction(counter, descriptor, kind, req)
         want = cr.correction(kind, gens, req)
         assert torch.equal(finish(), want), f"draw {counter} ({descriptor})"
-    return party0, served
+    return party0, served, dealer
 
 
 def test_a_repeating_sequence_is_served_ahead() -> None:
     requests = _requests("steady", 60)
-    party0, served = _run(requests)
+    party0, served, dealer = _run(requests)
     assert party0.messages <= len(requests) // 10
+    # the dealer keeps a bounded tail of the line, not the whole run
+    assert len(dealer.line.line) <= prefetch.CONTEXT + prefetch.BATCH
     assert party0.hits >= len(requests) * 0.8
     assert sum(served.values()) <= len(requests) + 2 * prefetch.BATCH
 
 
 def test_surprises_fall_back_to_asking() -> None:
     requests = _requests("irregular", 60)
-    party0, _ = _run(requests)  # every correction checked inside
+    party0, _, _ = _run(requests)  # every correction checked inside
     assert party0.messages < len(requests) // 3
 
 
@@ -83,6 +86,6 @@ def test_large_requests_are_never_guessed() -> None:
     big = (cr.SQUARE, {"size0": torch.Size([prefetch.GUESS_LIMIT + 1])})
     small = _requests("steady", 1)[:-1]
     requests = [*small, big] * 12
-    party0, served = _run(requests)  # every correction checked inside
+    party0, served, _ = _run(requests)  # every correction checked inside
     assert served[cr.SQUARE] == 12  # computed only when asked for, never ahead
     assert party0.hits > 0  # the small ones still came ahead
