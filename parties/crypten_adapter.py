@@ -374,22 +374,29 @@ def _install_beaver(crypten: types.ModuleType) -> None:
             out += z
         return AST.from_shares(out, precision=0)
 
-    def ltz(self: Any) -> Any:
-        """[x < 0] as an arithmetic bit (scale 1): comparison bits, then one B2A round."""
+    def negative_bits(self: Any) -> tuple[Any, torch.Tensor] | None:
+        """(provider, XOR shares of [x < 0] shaped like x), or None without the dealer."""
         p = provider()
         if p is None or self.ptype != ptypes.arithmetic:
-            return _originals["_ltz"](self)
+            return None
         x = self._tensor
-        bit = ltz_bits(p, x.rank, x.share).reshape(x.share.shape)
-        return MPCTensor.from_shares(b2a_single_bit(BST.from_shares(bit)).share, precision=0)
+        return p, ltz_bits(p, x.rank, x.share).reshape(x.share.shape)
+
+    def ltz(self: Any) -> Any:
+        """[x < 0] as an arithmetic bit (scale 1): comparison bits, then one B2A round."""
+        got = negative_bits(self)
+        if got is None:
+            return _originals["_ltz"](self)
+        arithmetic = b2a_single_bit(BST.from_shares(got[1]))
+        return MPCTensor.from_shares(arithmetic.share, precision=0)
 
     def relu(self: Any) -> Any:
         """x * [x >= 0] = x - x [x < 0], the product fused with the bit's conversion."""
-        p = provider()
-        if p is None or self.ptype != ptypes.arithmetic:
+        got = negative_bits(self)
+        if got is None:
             return _originals["relu"](self)
+        p, bit = got
         x = self._tensor
-        bit = ltz_bits(p, x.rank, x.share).reshape(x.share.shape)
         out = MPCTensor.from_shares(x.share - bit_mul(p, x.rank, bit, x.share))
         out.encoder = self.encoder
         return out

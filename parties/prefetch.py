@@ -161,8 +161,8 @@ class Prefetcher:
 
     def _read_answer(self) -> None:
         header, flat = self.recv(), self.recv()
+        first, descriptors, shapes = _check_answer(header, flat)
         refill = self.pending.popleft()
-        first, descriptors, shapes = header["first"], header["descriptors"], header["shapes"]
         if not refill:  # the dealer restarted its line at `first`: older guesses are void
             for k in [k for k in self.ready if k >= first]:
                 del self.ready[k]
@@ -174,6 +174,21 @@ class Prefetcher:
         self.streaming = len(descriptors) - (0 if refill else 1) == BATCH
         if not self.pending:
             self.end = max(self.ready, default=-1) + 1
+
+
+def _check_answer(header: Any, flat: Any) -> tuple[int, list[str], list[list[int]]]:
+    """The parts of a dealer's answer, or ValueError naming what is wrong with it."""
+    try:
+        first, descriptors, shapes = header["first"], header["descriptors"], header["shapes"]
+        ok = (isinstance(first, int) and first >= 0 and isinstance(flat, torch.Tensor)
+              and flat.dtype == torch.long and len(descriptors) == len(shapes)
+              and all(isinstance(d, str) for d in descriptors)
+              and sum(torch.Size(s).numel() for s in shapes) == flat.numel())
+    except (TypeError, KeyError, ValueError, IndexError):
+        ok = False
+    if not ok:
+        raise ValueError("the dealer sent a malformed answer (header and material disagree)")
+    return first, descriptors, shapes
 
 
 def pack_answer(first: int, items: list[tuple[str, torch.Tensor]]) -> tuple[dict[str, Any],

@@ -6,6 +6,7 @@ import random
 from collections import Counter, deque
 from typing import Any
 
+import pytest
 import torch
 
 from parties import correlated as cr
@@ -89,3 +90,12 @@ def test_large_requests_are_never_guessed() -> None:
     party0, served, _ = _run(requests)  # every correction checked inside
     assert served[cr.SQUARE] == 12  # computed only when asked for, never ahead
     assert party0.hits > 0  # the small ones still came ahead
+
+
+def test_a_malformed_answer_is_named() -> None:
+    answers = deque([{"first": 0, "descriptors": ["x"], "shapes": [[3]]},
+                     torch.zeros(2, dtype=torch.long)])  # 2 elements, header says 3
+    party0 = prefetch.Prefetcher(lambda msg: None, answers.popleft)
+    finish = party0.correction(0, "x", cr.SQUARE, {"size0": torch.Size([3])})
+    with pytest.raises(ValueError, match="malformed answer"):
+        finish()
