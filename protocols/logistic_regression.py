@@ -102,6 +102,12 @@ def sgd_epoch(x: Any, y: Any, w: Any, batch_size: int, lr: float, sigmoid: str) 
     """
     import crypten
 
+    with crypten.no_grad():  # gradients are written out: skip CrypTen's autograd dispatch
+        return _sgd_epoch(crypten, x, y, w, batch_size, lr, sigmoid)
+
+
+def _sgd_epoch(crypten: Any, x: Any, y: Any, w: Any, batch_size: int, lr: float, sigmoid: str
+               ) -> Any:
     spans = batches(x.size(0), batch_size)
     quarter = 0.25 if sigmoid == "piecewise" else 1.0
     steps = torch.cat([torch.full((end - start, 1), lr * quarter / (end - start))
