@@ -37,8 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # before site-packages: crypten's wheel ships a `benchmarks` too
 
 ENV_WORKLOAD = "SMPC_BENCH_WORKLOAD"
-EPOCH_ROWS = ("logreg epoch, piecewise sigmoid", "logreg epoch 10k x 20, batch 128")
-"""(smpc's default training epoch, the standard CrypTen epoch it is compared with)"""
 ENV_REPEATS = "SMPC_BENCH_REPEATS"
 
 
@@ -162,7 +160,7 @@ def bulk_table(repeats: int) -> None:
 
 def engine_table(args: argparse.Namespace) -> None:
     from benchmarks.gloo_baseline import run_gloo
-    from benchmarks.workloads import WORKLOADS
+    from benchmarks.workloads import DEFAULT_EPOCH, STANDARD_EPOCH, WORKLOADS
 
     names = [n for n in WORKLOADS if not (args.quick and "epoch" in n)]
     rows = []
@@ -200,10 +198,9 @@ def engine_table(args: argparse.Namespace) -> None:
     print("smpc bytes are real gRPC bytes (sent + received, with framing); CrypTen counts "
           "8 bytes per element it logs.")
     by_name = {r["workload"]: r for r in rows}
-    default, standard = EPOCH_ROWS
-    if default in by_name and standard in by_name:
-        ours = by_name[default]["smpc"]["seconds"]
-        theirs = by_name[standard]["gloo_ttp"]["seconds"]
+    if DEFAULT_EPOCH in by_name and STANDARD_EPOCH in by_name:
+        ours = by_name[DEFAULT_EPOCH]["smpc"]["seconds"]
+        theirs = by_name[STANDARD_EPOCH]["gloo_ttp"]["seconds"]
         print(f"smpc's training epoch (piecewise sigmoid) {ours:.2f} s vs CrypTen-gloo-TTP's "
               f"standard epoch (exact sigmoid) {theirs:.2f} s: ratio {ours / theirs:.3f}")
     if args.json:

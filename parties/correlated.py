@@ -1,9 +1,11 @@
 """Correlated randomness from seeds: what the dealer and each party derive.
 
-The dealer gives each party i a secret seed s_i (over that party's link). Both
-sides then expand s_i with the same generator, in the same order, so every
-party's share of a, b (and, for i > 0, of c) costs no communication at all;
-only party 0's share of c, the *correction*, must come from the dealer:
+The dealer gives each party i a secret seed s_i (over that party's link). Each
+draw of material is then expanded from a ChaCha20 stream keyed by s_i, the
+draw's counter and its descriptor (:func:`keyed_stream`), on the party and, in
+replay, on the dealer, so every party's share of a, b (and, for i > 0, of c)
+costs no communication at all; only party 0's share of c, the *correction*,
+must come from the dealer:
 
     c_0 = f(sum_i a_i, sum_i b_i) - sum_{i>0} c_i          (a la [Bea91], [DPSZ12])
 
@@ -58,11 +60,6 @@ class Stream:
         if sys.byteorder == "big" and out.element_size() > 1:
             out.numpy().byteswap(inplace=True)
         return out
-
-
-def stream(seed: int) -> Stream:
-    """The stream keyed by a 63-bit seed."""
-    return Stream(hashlib.blake2b(seed.to_bytes(8, "little"), digest_size=32).digest())
 
 
 def ring(g: Stream, size: Sequence[int]) -> torch.Tensor:
@@ -268,9 +265,9 @@ def ltz_lookup(tables: torch.Tensor, c: torch.Tensor, digit_bits: int
     Local: the table entry at c's digit is read from this party's XOR share.
     """
     digits = ltz_digits(digit_bits)
-    index = _digits(c, digit_bits) + torch.arange(digits, dtype=torch.long) * (1 << digit_bits)
-    half = digits * (1 << digit_bits)
     positions = torch.arange(digits, dtype=torch.long)
+    index = _digits(c, digit_bits) + positions * (1 << digit_bits)
+    half = digits * (1 << digit_bits)
     out = []
     for base in (0, half):
         flat = index + base

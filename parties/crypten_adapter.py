@@ -9,8 +9,11 @@ is the only one in smpc that reads or writes them. It
 * installs a party's communicator and randomness provider, then runs CrypTen's
   own seed exchange over that communicator (:func:`start_party`);
 * replaces CrypTen's Beaver-style protocols with versions that let a dealer's
-  correction share arrive while the opening round is on the wire
-  (:func:`_install_beaver`).
+  correction share arrive while the opening round is on the wire, and, with
+  the dealer, its comparison (`_ltz`) and ReLU with the dealer-table comparison
+  and bit injection (:func:`_install_beaver`);
+* adds a carry-save layer to CrypTen's arithmetic-to-binary conversion
+  (:func:`_install_a2b`).
 
 Everything else in smpc calls these functions instead of `crypten.init()`.
 """
@@ -416,8 +419,9 @@ def _install_a2b() -> None:
     adders of ~7 AND rounds each: 14 rounds for 3 parties). A carry-save layer
     turns three addends into two in one AND round (sum = a^b^c, carry =
     ((a&b) ^ (c&(a^b))) << 1), so n shares need ~log1.5(n/2) rounds and then one
-    adder: 8 rounds for 3 parties, 9 for 4. Every comparison (ReLU, sigmoid,
-    max) starts with this conversion.
+    adder: 8 rounds for 3 parties, 9 for 4. With the dealer, comparisons no
+    longer convert (see `ltz_bits`); CrypTen's other conversions to binary
+    and the test-only TFP mode still do.
     """
     from crypten.mpc.primitives import BinarySharedTensor as BST
     from crypten.mpc.primitives import converters

@@ -57,14 +57,14 @@ def _check_request(req: Any, parties: list[str]) -> tuple[str, dict[str, Any]]:
     if kind == cr.ADDITIVE and (req.get("op") not in cr.BILINEAR_OPS
                                 or not isinstance(req.get("kwargs"), dict)):
         raise DealerError(f"party '{parties[0]}' asked for op {req.get('op')!r}")
-    if kind == cr.LTZ and req.get("digit_bits") not in cr.LTZ_DIGIT_BITS:
-        raise DealerError(f"party '{parties[0]}' asked for comparison digits of "
-                          f"{req.get('digit_bits')!r} bits")
-    if kind == cr.LTZ and req["size0"].numel() * cr.ltz_table_words(req["digit_bits"]) \
-            > MAX_REQUEST_ELEMENTS:
-        raise DealerError(f"party '{parties[0]}' asked for comparison tables of "
-                          f"{req['size0'].numel()} elements (limit "
-                          f"{MAX_REQUEST_ELEMENTS // cr.ltz_table_words(req['digit_bits'])})")
+    if kind == cr.LTZ:
+        if req.get("digit_bits") not in cr.LTZ_DIGIT_BITS:
+            raise DealerError(f"party '{parties[0]}' asked for comparison digits of "
+                              f"{req.get('digit_bits')!r} bits")
+        limit = MAX_REQUEST_ELEMENTS // cr.ltz_table_words(req["digit_bits"])
+        if req["size0"].numel() > limit:
+            raise DealerError(f"party '{parties[0]}' asked for comparison tables of "
+                              f"{req['size0'].numel()} elements (limit {limit})")
     return kind, req
 
 
@@ -81,7 +81,8 @@ class Dealer:
         A request is answered with its correction and the next guesses
         (parties/prefetch.py), a refill with more guesses.
         """
-        if isinstance(msg, dict) and "refill" in msg:
+        refill = isinstance(msg, dict) and "refill" in msg
+        if refill:
             first = msg["refill"]
             if not isinstance(first, int) or first < 0:
                 raise DealerError(f"party '{self.party0}' sent a malformed refill")
@@ -97,9 +98,9 @@ class Dealer:
             counters = [first, *self.line.extend(prefetch.BATCH)]
         items: list[tuple[str, torch.Tensor]] = []
         elements = 0
-        for k in counters:
+        for i, k in enumerate(counters):
             descriptor, kind, req = self.line.entry(k)
-            if k != counters[0] or "refill" in msg:  # a guess: only small ones, a bounded sum
+            if refill or i > 0:  # a guess: only small ones, a bounded sum
                 size = cr.request_elements(kind, req)
                 if size > prefetch.GUESS_LIMIT or elements + size > prefetch.BUDGET:
                     self.line.truncate(k)

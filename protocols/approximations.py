@@ -5,7 +5,7 @@ costs about 40 rounds and most of a training step's compute. For training, the
 piecewise-linear sigmoid of SecureML (Mohassel & Zhang, 2017) needs one batched
 comparison and one multiplication:
 
-    sigmoid(z) ~ clip(1/2 + z/4, 0, 1) = (relu(z + 2) - relu(z - 2)) / 4
+    sigmoid(z) ~ clip(1/2 + z/4, 0, 1) = relu(z/4 + 1/2) - relu(z/4 - 1/2)
 
 It has the true sigmoid's value and slope at 0 and saturates at |z| >= 2 (error
 at most 0.12, at |z| = 2). The accuracy it trains to is checked against the
@@ -23,10 +23,15 @@ SIGMOIDS = ("piecewise", "exact")
 
 def piecewise_sigmoid(z: Any) -> Any:
     """clip(1/2 + z/4, 0, 1) on a CrypTen tensor: one comparison of 2x the elements."""
+    return piecewise_sigmoid_of_quarter(z * 0.25)
+
+
+def piecewise_sigmoid_of_quarter(q: Any) -> Any:
+    """The same sigmoid given q = z/4 (a caller that already holds z/4 saves the product)."""
     import crypten
 
-    ramps = crypten.stack([z + 2.0, z - 2.0]).relu()
-    return (ramps[0] - ramps[1]) * 0.25
+    ramps = crypten.stack([q + 0.5, q - 0.5]).relu()
+    return ramps[0] - ramps[1]
 
 
 def piecewise_sigmoid_plain(z: torch.Tensor) -> torch.Tensor:

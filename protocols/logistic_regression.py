@@ -103,11 +103,10 @@ def sgd_epoch(x: Any, y: Any, w: Any, batch_size: int, lr: float, sigmoid: str) 
     import crypten
 
     with crypten.no_grad():  # gradients are written out: skip CrypTen's autograd dispatch
-        return _sgd_epoch(crypten, x, y, w, batch_size, lr, sigmoid)
+        return _sgd_epoch(x, y, w, batch_size, lr, sigmoid)
 
 
-def _sgd_epoch(crypten: Any, x: Any, y: Any, w: Any, batch_size: int, lr: float, sigmoid: str
-               ) -> Any:
+def _sgd_epoch(x: Any, y: Any, w: Any, batch_size: int, lr: float, sigmoid: str) -> Any:
     spans = batches(x.size(0), batch_size)
     quarter = 0.25 if sigmoid == "piecewise" else 1.0
     steps = torch.cat([torch.full((end - start, 1), lr * quarter / (end - start))
@@ -117,8 +116,7 @@ def _sgd_epoch(crypten: Any, x: Any, y: Any, w: Any, batch_size: int, lr: float,
     for start, end in spans:
         z = x[start:end].matmul(w)
         if sigmoid == "piecewise":
-            ramps = crypten.stack([z + 0.5, z - 0.5]).relu()
-            err = ramps[0] - ramps[1] - y[start:end]
+            err = approximations.piecewise_sigmoid_of_quarter(z) - y[start:end]
         else:
             err = approximations.sigmoid(z, sigmoid) - y[start:end]
         w = w - x_step[start:end].t().matmul(err)

@@ -9,11 +9,16 @@ from parties import correlated as cr
 from parties.dealer import DealerError, _check_request
 
 
+def _streams(seed: int, parties: int) -> list[cr.Stream]:
+    """Each party's stream for one draw (the dealer replays the same ones)."""
+    return [cr.keyed_stream(seed + i, 0, "test") for i in range(parties)]
+
+
 def _simulated_ltz(x: torch.Tensor, digit_bits: int, parties: int) -> torch.Tensor:
     """The comparison protocol with every party's share in hand (ANDs on reconstructed bits)."""
     req = {"size0": x.size(), "digit_bits": digit_bits}
-    gens = [cr.stream(100 + i) for i in range(parties)]
-    shares = [cr.party_shares(cr.LTZ, cr.stream(100 + i), i, req) for i in range(parties)]
+    gens = _streams(100, parties)
+    shares = [cr.party_shares(cr.LTZ, g, i, req) for i, g in enumerate(_streams(100, parties))]
     tables = [cr.correction(cr.LTZ, gens, req)] + [s[1] for s in shares[1:]]
     c = cr.sum_shares([s[0] for s in shares]) + x  # the opened x + r
     looked = [cr.ltz_lookup(t, c, digit_bits) for t in tables]
@@ -72,8 +77,8 @@ def test_dealer_refuses_odd_comparison_requests() -> None:
 def test_bit_times_value_in_one_opening(parties: int) -> None:
     size = torch.Size([500])
     req = {"size0": size}
-    gens = [cr.stream(7 + i) for i in range(parties)]
-    shares = [cr.party_shares(cr.BIT_MUL, cr.stream(7 + i), i, req) for i in range(parties)]
+    gens = _streams(7, parties)
+    shares = [cr.party_shares(cr.BIT_MUL, g, i, req) for i, g in enumerate(_streams(7, parties))]
     pairs = [cr.correction(cr.BIT_MUL, gens, req)] + [s[2] for s in shares[1:]]
     b = torch.randint(0, 2, size)
     x = torch.randint(-(2**40), 2**40, size)
