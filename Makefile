@@ -34,7 +34,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 protos: setup
-	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. --pyi_out=. proto/parties/wire.proto
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. --pyi_out=. proto/parties/wire/wire.proto
 
 bench: setup
 	$(BIN)/python benchmarks/engine.py

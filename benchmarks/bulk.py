@@ -54,8 +54,8 @@ def party_transfer(session: Any) -> Any:
 
 def smpc_seconds(tls: bool, repeats: int = 3) -> float:
     """Median one-way seconds for 64 MiB between two smpc parties."""
-    from parties import certs
-    from parties.launcher import launch, party_names
+    from parties.consortium import certs
+    from parties.node.launcher import launch, party_names
 
     names = party_names(2)
     extra = ["--quiet", "--timeout", "300"]
@@ -98,7 +98,7 @@ def _receiver(port_q: Any, tls_dir: str | None, repeats: int) -> None:
 
 def socket_seconds(tls: bool, repeats: int = 3) -> float:
     """Median one-way seconds for 64 MiB over a plain (or TLS) socket between two processes."""
-    from parties import certs
+    from parties.consortium import certs
 
     with tempfile.TemporaryDirectory() as tmp:
         if tls:

@@ -79,8 +79,8 @@ def run_smpc(name: str, repeats: int, parties: int = 3, timeout: float = 900,
     """Run one workload on smpc's engine; the slowest party's median decides."""
     import tempfile
 
-    from parties import certs
-    from parties.launcher import launch, party_names
+    from parties.consortium import certs
+    from parties.node.launcher import launch, party_names
 
     extra = ["--quiet", "--timeout", "600"]
     tmp = tempfile.TemporaryDirectory()

@@ -15,7 +15,7 @@ OPS = ("mul", "matmul", "relu", "sigmoid", "nn training step")
 
 
 def one(parties: int) -> dict[str, Any]:
-    from parties.launcher import launch, party_names
+    from parties.node.launcher import launch, party_names
 
     names = party_names(parties)
     run = launch(names, "selftest", timeout=900, extra=["--quiet", "--timeout", "300"])

@@ -72,7 +72,7 @@ def _plaintext_logreg(rows: int, features: int, batch: int, lr: float) -> float:
     x, y = _logreg_data(rows, features)
     xd, yd = x.double(), y.double()
     w = torch.zeros(features, 1, dtype=torch.float64)
-    from protocols.logistic_regression import batches
+    from protocols.horizontal.logistic_regression import batches
 
     for start, end in batches(rows, batch):
         xb, yb = xd[start:end], yd[start:end]
@@ -120,7 +120,7 @@ def logreg_epoch(
     epoch (same batches) run in plaintext float64 with the exact sigmoid.
     `sigmoid` 'piecewise' uses SecureML's clip(1/2 + z/4, 0, 1) in the secure run.
     """
-    from protocols.logistic_regression import sgd_epoch
+    from protocols.horizontal.logistic_regression import sgd_epoch
 
     x, y = _logreg_data(rows, features)
     world_size = crypten.communicator.get().get_world_size()

@@ -6,7 +6,7 @@ import importlib
 import types
 
 REGISTRY: dict[str, str] = {
-    "logistic-regression": "protocols.logistic_regression",
+    "logistic-regression": "protocols.horizontal.logistic_regression",
 }
 
 

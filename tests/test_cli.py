@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from parties.launcher import launch, party_names
+from parties.node.launcher import launch, party_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,11 +67,12 @@ def test_unknown_peer_address_is_one_line(smpc_cmd: list[str]) -> None:
 def test_generated_stubs_match_the_proto(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT / "proto"),
                     f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-                    f"--pyi_out={tmp_path}", str(ROOT / "proto/parties/wire.proto")],
+                    f"--pyi_out={tmp_path}", str(ROOT / "proto/parties/wire/wire.proto")],
                    check=True)
     for name in ("wire_pb2.py", "wire_pb2.pyi", "wire_pb2_grpc.py"):
-        assert filecmp.cmp(tmp_path / "parties" / name, ROOT / "parties" / name, shallow=False), (
-            f"parties/{name} differs from what proto/ generates: run `make protos`")
+        assert filecmp.cmp(tmp_path / "parties" / "wire" / name, ROOT / "parties" / "wire" / name,
+                           shallow=False), (
+            f"parties/wire/{name} differs from what proto/ generates: run `make protos`")
 
 
 def test_plaintext_needs_insecure_and_loopback(smpc_cmd: list[str]) -> None:

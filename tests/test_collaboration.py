@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import torch
 
-from parties import certs
-from parties.launcher import LocalRun, launch
-from parties.runtime import PartySession
+from parties.consortium import certs
+from parties.node.launcher import LocalRun, launch
+from parties.node.runtime import PartySession
 from protocols.session import RevealError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def test_different_protocol_code_stops_every_party(tmp_path: Path) -> None:
     same = _variant(tmp_path)
     code = tmp_path / "code"
     shutil.copytree(ROOT / "protocols", code / "protocols")
-    lr = code / "protocols" / "logistic_regression.py"
+    lr = code / "protocols" / "horizontal" / "logistic_regression.py"
     original = lr.read_text()
     changed = original.replace("predicted = scores > 0 ", "predicted = scores > 0.1 ")
     assert changed != original

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from parties.launcher import launch, party_names
+from parties.node.launcher import launch, party_names
 
 
 def _rows_ok(run, parties):

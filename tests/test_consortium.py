@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from parties import manifest
-from parties.consortium import ConfigError, load_consortium, load_policy
+from parties.consortium import manifest
+from parties.consortium.config import ConfigError, load_consortium, load_policy
 
 GOOD = """\
 [consortium]

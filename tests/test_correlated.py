@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parties import correlated as cr
-from parties.dealer import DealerError, _check_request
+from parties.dealer import material as cr
+from parties.dealer.server import DealerError, _check_request
 
 
 def _streams(seed: int, parties: int) -> list[cr.Stream]:

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from parties import manifest
-from parties.cli import parser
-from parties.consortium import load_consortium, load_policy
-from protocols import logistic_regression
+from parties.cli.main import parser
+from parties.consortium import manifest
+from parties.consortium.config import load_consortium, load_policy
+from protocols.horizontal import logistic_regression
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from parties.launcher import launch, party_names
+from parties.node.launcher import launch, party_names
 
 
 def _failed_naming(run, name: str, survivors: list[str]) -> None:

@@ -12,9 +12,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parties import codec
-from parties import wire_pb2 as pb
-from parties.transport import LinkOptions, Mesh
+from parties.wire import codec
+from parties.wire import wire_pb2 as pb
+from parties.wire.transport import LinkOptions, Mesh
 
 CASES = int(os.environ.get("SMPC_FUZZ_CASES", "2000"))
 LIMITS = codec.Limits(max_payload_bytes=1 << 20, chunk_bytes=1 << 12)

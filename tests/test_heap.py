@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from parties import heap
+from parties.engine import heap
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_large_buffers_are_reused_and_the_setting_can_be_turned_off() -> None:
-    code = ("from parties import heap; import sys; "
+    code = ("from parties.engine import heap; import sys; "
             "sys.exit(0 if heap.keep_freed_memory() else 1)")
     on = subprocess.run([sys.executable, "-c", code], check=False)
     off = subprocess.run([sys.executable, "-c", code], check=False,

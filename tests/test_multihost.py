@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from parties import collaboration
-from parties.consortium import load_consortium, load_policy
+from parties.consortium.config import load_consortium, load_policy
+from parties.node import collaboration
 from tests.netns import ROOT, ComposeNodes, ComposeRun, Network, unavailable
 
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from parties import correlated as cr
-from parties import prefetch
-from parties.dealer import Dealer
+from parties.dealer import material as cr
+from parties.dealer import prefetch
+from parties.dealer.server import Dealer
 
 SEEDS = [11, 22, 33]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from parties.consortium import Schema
-from parties.tabular import DataError, load_table
+from parties.consortium.config import Schema
+from parties.consortium.data import DataError, load_table
 
 SCHEMA = Schema(("age", "dose"), "outcome", {"outcome": "binary"})
 

@@ -9,10 +9,10 @@ import grpc
 import pytest
 import torch
 
-from parties import certs
-from parties import wire_pb2 as pb
-from parties import wire_pb2_grpc as pb_grpc
-from parties.transport import LinkOptions, Mesh, PeerError, TlsIdentity
+from parties.consortium import certs
+from parties.wire import wire_pb2 as pb
+from parties.wire import wire_pb2_grpc as pb_grpc
+from parties.wire.transport import LinkOptions, Mesh, PeerError, TlsIdentity
 
 CA_KEY, CA_CERT = certs.make_ca("test")
 CA_PEM = certs.serialization.Encoding.PEM

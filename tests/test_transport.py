@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from parties import codec
-from parties import wire_pb2 as pb
-from parties.transport import LinkOptions, Mesh, PeerError, PeerTimeout, SettingError
+from parties.wire import codec
+from parties.wire import wire_pb2 as pb
+from parties.wire.transport import LinkOptions, Mesh, PeerError, PeerTimeout, SettingError
 from tests.relay import Relay
 
 
@@ -174,8 +174,8 @@ def test_objects_round_trip_and_refuse_code() -> None:
 
 
 def test_manifest_handshake_over_the_mesh() -> None:
-    from parties.handshake import agree
-    from parties.manifest import ManifestError
+    from parties.consortium.handshake import agree
+    from parties.consortium.manifest import ManifestError
 
     names = ["a", "b", "c"]
     meshes = _mesh(names)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from parties import wire_pb2 as pb
-from parties.consortium import load_consortium
-from parties.tabular import load_table, scaled
+from parties.consortium.config import load_consortium
+from parties.consortium.data import load_table, scaled
+from parties.wire import wire_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 

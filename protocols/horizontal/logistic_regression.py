@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from protocols import approximations
+from protocols.blocks import approximations
 from protocols.session import Session
 
 NAME = "logistic-regression"

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from parties.crypten_adapter import load_crypten, reduce_ops
-from parties.transport import Mesh
+from parties.engine.adapter import load_crypten, reduce_ops
+from parties.wire.transport import Mesh
 
 _Base: Any = load_crypten().communicator.Communicator
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from parties import wire_pb2 as pb
+from parties.wire import wire_pb2 as pb
 
 
 class FrameError(ValueError):

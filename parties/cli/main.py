@@ -20,7 +20,7 @@ import sys
 import traceback
 from typing import Any
 
-from parties import heap
+from parties.engine import heap
 
 EXIT_FAILED = 1  # a check failed
 EXIT_ERROR = 2  # a usage, setting or peer error (nothing ran)
@@ -30,7 +30,7 @@ EXIT_LOST = 3  # the run started and stopped: a peer was lost or failed (resume 
 def _protocol(name: str) -> Any:
     """A protocol's run function: a known name, or module:function for your own."""
     if name == "selftest":
-        from protocols import selftest
+        from protocols.diagnostics import selftest
 
         return selftest.run
     module, colon, func = name.partition(":")
@@ -56,8 +56,8 @@ def _parse_peers(text: str) -> tuple[list[str], dict[str, str]]:
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from parties.codec import Limits
-    from parties.transport import LinkOptions
+    from parties.wire.codec import Limits
+    from parties.wire.transport import LinkOptions
 
     return LinkOptions(connect_timeout=args.connect_timeout, recv_timeout=args.timeout,
                        limits=Limits(max_payload_bytes=args.max_payload_mib << 20),
@@ -66,7 +66,7 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def _spec(args: argparse.Namespace, name: str) -> Any:
-    from parties.runtime import DEALER, NodeSpec
+    from parties.node.runtime import DEALER, NodeSpec
 
     parties, addresses = _parse_peers(args.parties)
     if getattr(args, "dealer", None):
@@ -80,7 +80,7 @@ def _spec(args: argparse.Namespace, name: str) -> Any:
         if not args.insecure:
             raise ValueError("plaintext links need --insecure (loopback only); for TLS give "
                              "--tls-dir or use --consortium")
-        from parties.consortium import is_loopback
+        from parties.consortium.config import is_loopback
 
         if not all(is_loopback(h) for h in hosts):
             raise ValueError("--insecure is allowed only when every address is on loopback")
@@ -100,7 +100,7 @@ def _tls_from_dir(folder: str | None, name: str) -> Any:
         return None
     from pathlib import Path
 
-    from parties.transport import TlsIdentity
+    from parties.wire.transport import TlsIdentity
 
     base = Path(folder)
     files = [base / "ca.pem", base / f"{name}.key", base / f"{name}.pem"]
@@ -127,8 +127,8 @@ def _print_progress(step: str, fields: dict[str, Any]) -> None:
 
 def cmd_node(args: argparse.Namespace) -> int:
     """Run one node (party or dealer); print its result as one JSON line."""
-    from parties import runtime
-    from parties.launcher import RESULT
+    from parties.node import runtime
+    from parties.node.launcher import RESULT
 
     if getattr(args, "consortium", None):
         return _consortium_node(args)
@@ -154,8 +154,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 
 def _consortium_node(args: argparse.Namespace) -> int:
-    from parties import collaboration
-    from parties.launcher import RESULT
+    from parties.node import collaboration
+    from parties.node.launcher import RESULT
 
     options = _options(args)
     control = args.control == "stdin"
@@ -198,8 +198,8 @@ def cmd_certs(args: argparse.Namespace) -> int:
     """Development CA + one key/certificate per party and the dealer (keys mode 0600)."""
     from pathlib import Path
 
-    from parties import certs
-    from parties.consortium import load_consortium
+    from parties.consortium import certs
+    from parties.consortium.config import load_consortium
 
     c = load_consortium(args.consortium)
     out = Path(args.out) if args.out else (c.ca_path.parent if c.ca_path else None)
@@ -214,8 +214,8 @@ def cmd_certs(args: argparse.Namespace) -> int:
 def cmd_manifest(args: argparse.Namespace) -> int:
     """Print what a consortium file will compute and reveal to whom, and its digest."""
     import protocols
-    from parties import manifest
-    from parties.consortium import load_consortium
+    from parties.consortium import manifest
+    from parties.consortium.config import load_consortium
 
     c = load_consortium(args.consortium)
     module = protocols.load(c.protocol)
@@ -237,7 +237,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     """Start N parties and a dealer locally, run the secure ops, print one line per op."""
-    from parties.launcher import launch, party_names
+    from parties.node.launcher import launch, party_names
 
     if not 2 <= args.parties <= 8:
         raise ValueError(f"--parties {args.parties}: smpc runs 2 to 8 parties")
@@ -280,7 +280,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 def cmd_local(args: argparse.Namespace) -> int:
     """Start N parties (and the dealer) locally running any protocol; print each result."""
-    from parties.launcher import launch, party_names
+    from parties.node.launcher import launch, party_names
 
     if args.consortium:
         return _local_consortium(args)
@@ -301,7 +301,7 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 def _local_consortium(args: argparse.Namespace) -> int:
-    from parties import collaboration
+    from parties.node import collaboration
 
     out = collaboration.run_local(args.consortium, args.timeout,
                                   echo=sys.stderr if args.verbose else None,
@@ -464,9 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # our errors say what gRPC's log lines would
     heap.keep_freed_memory()  # large buffers are reused instead of faulted in again
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    from parties.manifest import ManifestError
-    from parties.runtime import RunInterrupted
-    from parties.transport import PeerError, SettingError
+    from parties.consortium.manifest import ManifestError
+    from parties.node.runtime import RunInterrupted
+    from parties.wire.transport import PeerError, SettingError
     from protocols.session import RevealError
 
     where = getattr(args, "as_", None) or getattr(args, "name", None) or args.command

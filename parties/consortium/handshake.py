@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from parties.manifest import ManifestError, compare, digest
-from parties.transport import Mesh
+from parties.consortium.manifest import ManifestError, compare, digest
+from parties.wire.transport import Mesh
 
 
 def agree(mesh: Mesh, manifest: dict[str, Any], objection: str | None) -> str:

@@ -30,9 +30,9 @@ from typing import Any
 import grpc
 import torch
 
-from parties import codec
-from parties import wire_pb2 as pb
-from parties import wire_pb2_grpc as pb_grpc
+from parties.wire import codec
+from parties.wire import wire_pb2 as pb
+from parties.wire import wire_pb2_grpc as pb_grpc
 
 log = logging.getLogger("smpc.transport")
 

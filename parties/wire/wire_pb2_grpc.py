@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from parties import wire_pb2 as parties_dot_wire__pb2
+from parties.wire import wire_pb2 as parties_dot_wire_dot_wire__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in parties/wire_pb2_grpc.py depends on'
+        + ' but the generated code in parties/wire/wire_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,8 +36,8 @@ class LinkStub:
         """
         self.Connect = channel.stream_stream(
                 '/smpc.wire.Link/Connect',
-                request_serializer=parties_dot_wire__pb2.Envelope.SerializeToString,
-                response_deserializer=parties_dot_wire__pb2.Envelope.FromString,
+                request_serializer=parties_dot_wire_dot_wire__pb2.Envelope.SerializeToString,
+                response_deserializer=parties_dot_wire_dot_wire__pb2.Envelope.FromString,
                 _registered_method=True)
 
 
@@ -56,8 +56,8 @@ def add_LinkServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Connect': grpc.stream_stream_rpc_method_handler(
                     servicer.Connect,
-                    request_deserializer=parties_dot_wire__pb2.Envelope.FromString,
-                    response_serializer=parties_dot_wire__pb2.Envelope.SerializeToString,
+                    request_deserializer=parties_dot_wire_dot_wire__pb2.Envelope.FromString,
+                    response_serializer=parties_dot_wire_dot_wire__pb2.Envelope.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -85,8 +85,8 @@ class Link:
             request_iterator,
             target,
             '/smpc.wire.Link/Connect',
-            parties_dot_wire__pb2.Envelope.SerializeToString,
-            parties_dot_wire__pb2.Envelope.FromString,
+            parties_dot_wire_dot_wire__pb2.Envelope.SerializeToString,
+            parties_dot_wire_dot_wire__pb2.Envelope.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from parties import crypten_adapter
-from parties.transport import LinkOptions, Mesh, PeerError
+from parties.engine import adapter as crypten_adapter
+from parties.wire.transport import LinkOptions, Mesh, PeerError
 
 log = logging.getLogger("smpc.runtime")
 
@@ -167,7 +167,7 @@ def open_mesh(spec: NodeSpec, control_in: TextIO | None = None) -> Mesh:
 
 def run_dealer(spec: NodeSpec, mesh: Mesh) -> dict[str, int]:
     """Serve correlated randomness until the parties are done; return what was served."""
-    from parties import dealer
+    from parties.dealer import server as dealer
 
     served: Counter[str] = Counter()
     try:
@@ -192,13 +192,13 @@ def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any
     `prepare` fills the session (parameters, reveal list, private inputs) once
     CrypTen is up and before the protocol runs; its errors abort every party.
     """
-    from parties.communicator import GrpcCommunicator
+    from parties.engine.communicator import GrpcCommunicator
 
     session = None
     try:
         comm = GrpcCommunicator(mesh, spec.parties)
         if spec.uses_dealer:
-            from parties.dealer import make_provider
+            from parties.dealer.server import make_provider
 
             provider = make_provider(mesh, comm.get_rank(), DEALER)
             name = crypten_adapter.PROVIDER_DEALER

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from parties.runtime import DEALER, LISTENING
+from parties.node.runtime import DEALER, LISTENING
 
 RESULT = "SMPC-RESULT"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from parties.consortium import Schema
+from parties.consortium.config import Schema
 
 
 class DataError(ValueError):

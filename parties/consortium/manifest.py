@@ -15,7 +15,7 @@ import json
 import types
 from typing import Any
 
-from parties.consortium import Consortium, Policy
+from parties.consortium.config import Consortium, Policy
 
 MANIFEST_VERSION = 1
 

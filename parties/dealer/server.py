@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from parties import correlated as cr
-from parties import prefetch
-from parties.crypten_adapter import load_crypten
-from parties.transport import Mesh, PeerClosed, PeerError
+from parties.dealer import material as cr
+from parties.dealer import prefetch
+from parties.engine.adapter import load_crypten
+from parties.wire.transport import Mesh, PeerClosed, PeerError
 
 log = logging.getLogger("smpc.dealer")
 

@@ -250,7 +250,7 @@ def _install_beaver(crypten: types.ModuleType) -> None:
     from crypten.mpc.primitives import beaver as module
     from crypten.mpc.ptype import ptype as ptypes
 
-    from parties import correlated as cr
+    from parties.dealer import material as cr
 
     namespace = vars(module)
     if not _originals:

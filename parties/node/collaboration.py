@@ -18,11 +18,12 @@ from typing import Any
 import torch
 
 import protocols
-from parties import handshake, manifest, runtime
-from parties.checkpoint import Checkpoints
-from parties.consortium import Consortium, Policy, load_consortium, load_policy
-from parties.tabular import load_table, scaled
-from parties.transport import LinkOptions, TlsIdentity
+from parties.consortium import handshake, manifest
+from parties.consortium.config import Consortium, Policy, load_consortium, load_policy
+from parties.consortium.data import load_table, scaled
+from parties.node import runtime
+from parties.node.checkpoint import Checkpoints
+from parties.wire.transport import LinkOptions, TlsIdentity
 from protocols.session import PrivateTable
 
 
@@ -193,7 +194,7 @@ def baselines(consortium: Consortium, policies: dict[str, Policy]) -> dict[str, 
 
 def ensure_dev_certs(consortium: Consortium) -> Path | None:
     """Local mode: create development certificates when the consortium's CA file is missing."""
-    from parties import certs
+    from parties.consortium import certs
 
     ca = consortium.ca_path
     if ca is None or ca.is_file():
@@ -205,7 +206,7 @@ def ensure_dev_certs(consortium: Consortium) -> Path | None:
 def run_local(consortium_path: str, timeout: float, echo: Any,
               insecure: bool = False) -> dict[str, Any]:
     """Every party and the dealer of a consortium on loopback, plus plaintext baselines."""
-    from parties.launcher import launch
+    from parties.node.launcher import launch
 
     consortium = load_consortium(consortium_path)
     made = None if insecure else ensure_dev_certs(consortium)
