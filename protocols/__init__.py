@@ -1,17 +1,2 @@
-"""What is computed. Each protocol is a module with NAME, VERSION, OUTPUTS and run(session)."""
-
-from __future__ import annotations
-
-import importlib
-import types
-
-REGISTRY: dict[str, str] = {
-    "logistic-regression": "protocols.horizontal.logistic_regression",
-}
-
-
-def load(name: str) -> types.ModuleType:
-    """The protocol module registered under `name`."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown protocol {name!r} (known: {', '.join(sorted(REGISTRY))})")
-    return importlib.import_module(REGISTRY[name])
+"""What is computed: the protocol contract (api.py), its building blocks (blocks/), the
+registry of protocols (registry.py) and smpc's own protocols, one folder per family."""

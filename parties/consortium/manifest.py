@@ -1,58 +1,181 @@
-"""The manifest: what will be computed and revealed, agreed before any data is read.
+"""The manifest: what will be computed and revealed, agreed before any data is shared.
 
-Every party builds the manifest from its own copy of the consortium file and
-its own copy of the protocol's code, checks it against its local policy, then
-exchanges it with every peer. A single differing field (a parameter, the
-reveal list, a byte of protocol code) stops every party, naming the field and
-the party that differs. Pure functions; the exchange itself is in runtime.
+Every node builds the manifest from its own copy of the consortium file and its
+own installed code, checks it against its local policy, then exchanges it with
+every peer (parties/consortium/handshake.py). A single differing field (a
+parameter, the reveal list, a byte of any file that computes) stops every
+node, naming the field (for code: the file) and the party that differs.
+
+Building the manifest is also where a consortium file meets its protocol: the
+protocol must exist, its parameters must type-check, its inputs must map to
+declared tables, and its outputs must be exactly the consortium's [[reveal]]
+list. Each problem is a ConfigError naming the consortium line, raised before
+any connection. Pure functions; the exchange itself is in handshake.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
+import importlib
+import importlib.metadata
 import json
-import types
+from pathlib import Path
 from typing import Any
 
-from parties.consortium.config import Consortium, Policy
+from parties.consortium.config import ConfigError, Consortium, Policy
+from protocols import registry
+from protocols.api import ParameterError, Params, Protocol
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+# smpc's own code that computes or decides what is computed (the CLI is left out), as
+# imported packages: the files hashed are the ones this process runs
+SMPC_CODE = ("parties.wire", "parties.engine", "parties.dealer", "parties.consortium",
+             "parties.node", "protocols")
 
 
 class ManifestError(RuntimeError):
     """The parties do not agree on what will be computed, or a policy refuses it."""
 
 
-def code_hash(module: types.ModuleType) -> str:
-    """sha256 of the protocol module's source: a changed line changes the manifest."""
+def resolve_protocol(consortium: Consortium) -> Protocol:
+    """The consortium's protocol: from its [protocol] file, or the registry by name."""
     try:
-        source = inspect.getsource(module)
-    except (OSError, TypeError):
-        raise ManifestError(
-            f"cannot read the source of protocol module {module.__name__}") from None
-    return hashlib.sha256(source.encode()).hexdigest()
+        if consortium.protocol_file is not None:
+            protocol = registry.load_file(consortium.protocol_file, consortium.protocol)
+        else:
+            protocol = registry.load(consortium.protocol)
+    except registry.RegistryError as exc:
+        raise ConfigError(f"{consortium.where('protocol', 'name')}: {exc}") from None
+    wanted = consortium.protocol_version
+    if wanted is not None and wanted != protocol.version:
+        raise ConfigError(f"{consortium.where('protocol', 'version')}: the consortium wants "
+                          f"{protocol.name} version {wanted}, this installation has version "
+                          f"{protocol.version}")
+    return protocol
 
 
-def build(consortium: Consortium, protocol_module: types.ModuleType) -> dict[str, Any]:
-    """The manifest as plain data (safe to send with the object codec)."""
+def check_parameters(consortium: Consortium, protocol: Protocol) -> Params:
+    """The protocol's parameters from [protocol.parameters]; errors name the line."""
+    try:
+        return protocol.parameters(consortium.parameters)
+    except ParameterError as exc:
+        key = ("protocol", "parameters", exc.name)
+        if exc.name not in consortium.parameters:
+            key = ("protocol", "parameters")
+        raise ConfigError(f"{consortium.where(*key)}: {protocol.name}: {exc}") from None
+
+
+def resolve_inputs(consortium: Consortium, protocol: Protocol) -> dict[str, str]:
+    """Protocol input -> table name: [protocol.inputs], or the only table for every input."""
+    declared = {i.name: i for i in protocol.inputs}
+    mapping = dict(consortium.inputs)
+    for name in mapping:
+        if name not in declared:
+            raise ConfigError(f"{consortium.where('protocol', 'inputs', name)}: {protocol.name} "
+                              f"has no input '{name}' (its inputs: "
+                              f"{', '.join(declared) or 'none'})")
+    if not mapping and len(consortium.tables) == 1:
+        only = next(iter(consortium.tables))
+        mapping = dict.fromkeys(declared, only)
+    for name, spec in declared.items():
+        if name not in mapping:
+            if spec.required:
+                raise ConfigError(f"{consortium.where('protocol', 'inputs')}: {protocol.name} "
+                                  f"needs input '{name}' ({spec.help}); map it to a table in "
+                                  "[protocol.inputs]")
+            continue
+        table = consortium.tables[mapping[name]]
+        where = consortium.where("tables", table.name)
+        if spec.labelled and table.label is None:
+            raise ConfigError(f"{where}: input '{name}' needs a label column; table "
+                              f"'{table.name}' declares none")
+        if spec.classes is not None and len(table.classes) != spec.classes:
+            raise ConfigError(f"{where}: {protocol.name} needs {spec.classes} label classes for "
+                              f"input '{name}'; table '{table.name}' declares "
+                              f"{len(table.classes)}: {list(table.classes)}")
+        if not providers(consortium, spec.role):
+            raise ConfigError(f"{consortium.where('parties')}: input '{name}' comes from parties "
+                              f"with the role '{spec.role}', and no party has it")
+    return mapping
+
+
+def providers(consortium: Consortium, role: str) -> list[str]:
+    """The parties with `role`, in rank order."""
+    return [p.name for p in consortium.parties if role in p.roles]
+
+
+def check_reveals(consortium: Consortium, protocol: Protocol) -> None:
+    """[[reveal]] must name every output of the protocol (optional ones may be left out)."""
+    outputs = {o.name: o for o in protocol.outputs}
+    for i, r in enumerate(consortium.reveal):
+        if r.name not in outputs:
+            raise ConfigError(f"{consortium.where('reveal', i, 'name')}: {protocol.name} has no "
+                              f"output '{r.name}' (its outputs: {', '.join(outputs) or 'none'})")
+    named = {r.name for r in consortium.reveal}
+    for name, output in outputs.items():
+        if name not in named and not output.optional:
+            raise ConfigError(f"{consortium.where('reveal')}: {protocol.name} reveals '{name}' "
+                              f"({output.help}), but no [[reveal]] says to whom")
+
+
+def code_hashes(protocol: Protocol) -> dict[str, Any]:
+    """sha256 of every file that computes: smpc's engine, wire, dealer, consortium, node and
+    protocols, the protocol's own package (or file), and the versions of CrypTen and torch."""
+    smpc = {}
+    for package in SMPC_CODE:
+        folder = Path(importlib.import_module(package).__file__ or "").parent
+        root = folder.parents[package.count(".")]
+        for path in sorted(folder.rglob("*.py")):
+            smpc[path.relative_to(root).as_posix()] = _sha(path)
+    own = {name: _sha(path) for name, path in _own_files(protocol).items()}
+    return {"smpc": smpc, "protocol": own, "crypten": _version("crypten"),
+            "torch": _version("torch")}
+
+
+def _own_files(protocol: Protocol) -> dict[str, Path]:
+    """The protocol's files outside smpc: its package (or module, or file beside the
+    consortium) and any extra sources it names."""
+    files = {Path(s).name: Path(s) for s in protocol.extra_sources}
+    top = protocol.module.split(".")[0]
+    if top in ("protocols", ""):
+        return files
+    origin = Path(importlib.import_module(top).__file__ or "")
+    if origin.name != "__init__.py":
+        return {origin.name: origin, **files}
+    package = {f"{top}/{p.relative_to(origin.parent).as_posix()}": p
+               for p in sorted(origin.parent.rglob("*.py"))}
+    return {**package, **files}
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def build(consortium: Consortium, protocol: Protocol | None = None) -> dict[str, Any]:
+    """The manifest as plain data (safe to send with the object codec); ConfigError if the
+    consortium and its protocol do not fit together."""
+    protocol = protocol or resolve_protocol(consortium)
+    params = check_parameters(consortium, protocol)
+    inputs = resolve_inputs(consortium, protocol)
+    check_reveals(consortium, protocol)
+    used = sorted(set(inputs.values()))
     return {
         "manifest_version": MANIFEST_VERSION,
         "consortium": consortium.name,
-        "protocol": {
-            "name": consortium.protocol,
-            "version": consortium.protocol_version,
-            "code_sha256": code_hash(protocol_module),
-            "parameters": _plain(consortium.parameters),
-        },
-        "parties": [[p.name, p.address] for p in consortium.parties],
+        "protocol": {"name": protocol.name, "version": protocol.version,
+                     "parameters": _plain(dict(params))},
+        "code": code_hashes(protocol),
+        "parties": [[p.name, p.address, list(p.roles)] for p in consortium.parties],
         "dealer": consortium.dealer,
-        "schema": {
-            "features": list(consortium.schema.features),
-            "label": consortium.schema.label,
-            "types": dict(sorted(consortium.schema.types.items())),
-            "ranges": {k: list(v) for k, v in sorted(consortium.schema.ranges.items())},
-        },
+        "inputs": dict(sorted(inputs.items())),
+        "tables": {name: consortium.tables[name].as_manifest() for name in used},
         "reveal": [[r.name, list(r.to)] for r in consortium.reveal],
     }
 
@@ -66,29 +189,36 @@ def _plain(value: Any) -> Any:
 
 
 def digest(manifest: dict[str, Any]) -> str:
-    """A short, canonical fingerprint of the manifest (sha256 of sorted JSON)."""
+    """A canonical fingerprint of the manifest (sha256 of sorted JSON)."""
     blob = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
-def first_difference(mine: Any, theirs: Any, path: str = "") -> tuple[str, Any, Any] | None:
-    """(dotted field, my value, their value) of the first difference, or None if equal."""
+def first_difference(mine: Any, theirs: Any, path: tuple[Any, ...] = ()
+                     ) -> tuple[tuple[Any, ...], Any, Any] | None:
+    """(key path, my value, their value) of the first difference, or None if equal."""
     if isinstance(mine, dict) and isinstance(theirs, dict):
         for key in sorted(set(mine) | set(theirs), key=str):
-            sub = f"{path}.{key}" if path else str(key)
             if key not in mine or key not in theirs:
-                return sub, mine.get(key, "<absent>"), theirs.get(key, "<absent>")
-            diff = first_difference(mine[key], theirs[key], sub)
+                return (*path, key), mine.get(key, "<absent>"), theirs.get(key, "<absent>")
+            diff = first_difference(mine[key], theirs[key], (*path, key))
             if diff:
                 return diff
         return None
     if isinstance(mine, list) and isinstance(theirs, list) and len(mine) == len(theirs):
         for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
-            diff = first_difference(a, b, f"{path}[{i}]")
+            diff = first_difference(a, b, (*path, i))
             if diff:
                 return diff
         return None
-    return None if mine == theirs else (path or "<root>", mine, theirs)
+    return None if mine == theirs else (path, mine, theirs)
+
+
+def _field(path: tuple[Any, ...]) -> str:
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out or "<root>"
 
 
 def policy_objection(manifest: dict[str, Any], policy: Policy, me: str) -> str | None:
@@ -105,16 +235,21 @@ def policy_objection(manifest: dict[str, Any], policy: Policy, me: str) -> str |
 
 
 def compare(mine: dict[str, Any], theirs: dict[str, Any], peer: str) -> None:
-    """Raise ManifestError naming the first field in which `peer`'s manifest differs."""
+    """Raise ManifestError naming the first field (or code file) in which `peer` differs."""
     diff = first_difference(mine, theirs)
-    if diff is not None:
-        field, a, b = diff
-        raise ManifestError(
-            f"manifest differs from party '{peer}' in field '{field}': "
-            f"here {_short(a)}, there {_short(b)}"
-        )
+    if diff is None:
+        return
+    path, a, b = diff
+    if path[:1] == ("code",) and len(path) == 3 and path[1] in ("smpc", "protocol"):
+        what = "is missing" if "<absent>" in (a, b) else "differs"
+        raise ManifestError(f"party '{peer}' runs different code: file {path[2]} {what} "
+                            f"(field 'code.{path[1]}'; sha256 here {_short(a)}, there "
+                            f"{_short(b)})")
+    raise ManifestError(f"manifest differs from party '{peer}' in field '{_field(path)}': "
+                        f"here {_short(a)}, there {_short(b)}")
 
 
 def _short(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 80 else text[:77] + "..."
+

@@ -1,6 +1,7 @@
-"""Start N parties and a dealer as local processes on loopback.
+"""Start every node of a run (parties and dealer) as local processes on loopback.
 
-Each node is a real OS process running `smpc node ...` and listening on port 0.
+Each node is a real OS process running `smpc party ...` or `smpc dealer ...`
+and listening on port 0.
 The launcher reads each node's port from its first output line, sends every
 node the address book on stdin, forwards their output with a name prefix, and
 collects the result line each party prints. Nothing is left running: on a
@@ -11,18 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from parties.node.runtime import DEALER, LISTENING
+from parties.node.runtime import LISTENING
 
 RESULT = "SMPC-RESULT"
+STARTUP_LIMIT = 120.0  # seconds every node has to start listening
 
 
 @dataclass
@@ -57,21 +57,6 @@ def party_names(n: int) -> list[str]:
     return [f"party{i}" for i in range(n)]
 
 
-def node_command(name: str, parties: list[str], session_id: str, protocol: str, provider: str,
-                 extra: list[str] | None = None) -> list[str]:
-    """The command line of one local node (the same `smpc node` a user can run).
-
-    Plaintext on loopback unless `extra` gives --tls-dir.
-    """
-    tls = extra is not None and "--tls-dir" in extra
-    return [
-        sys.executable, "-m", "parties.cli", "node", "--name", name,
-        "--parties", ",".join(parties), "--session", session_id, "--listen", "127.0.0.1:0",
-        "--control", "stdin", "--run", protocol, "--provider", provider, "--threads", "1",
-        *([] if tls else ["--insecure"]), *(extra or []),
-    ]
-
-
 def _forward(node: NodeRun, echo: TextIO | None) -> None:
     assert node.proc.stdout is not None
     for raw in node.proc.stdout:
@@ -85,38 +70,31 @@ def _forward(node: NodeRun, echo: TextIO | None) -> None:
 
 
 def launch(
-    parties: list[str],
-    protocol: str,
-    provider: str = "dealer",
-    timeout: float = 300.0,
-    extra: list[str] | None = None,
+    commands: dict[str, list[str]],
+    timeout: float | None = None,
     echo: TextIO | None = None,
     env: dict[str, str] | None = None,
-    commands: dict[str, list[str]] | None = None,
     grace: float = 15.0,
 ) -> LocalRun:
-    """Run every party (and the dealer) of one session on loopback; bounded by `timeout`.
+    """Run every node's command (each listening on loopback port 0) until all have exited.
 
-    `commands` maps a node name to its own command line (a consortium run gives
-    every node's; tests give one that misbehaves); the others run `protocol`
-    through `smpc node`. Once a node fails,
-    the others get `grace` seconds to stop by themselves before being killed.
+    Each command must print `SMPC-LISTENING <port>` and then read the address
+    book from stdin (`smpc party/dealer ... --listen 127.0.0.1:0 --control
+    stdin` do). Once a node fails, the others get `grace` seconds to stop by
+    themselves before being killed. `timeout` (None: no limit) bounds the whole
+    launch; a run that makes progress is otherwise never cut short.
     """
-    session_id = secrets.token_hex(8)
-    names = [*parties, DEALER] if provider == "dealer" else list(parties)
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     nodes: dict[str, NodeRun] = {}
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout if timeout is not None else float("inf")
     try:
-        for name in names:
-            cmd = (commands or {}).get(name) or node_command(
-                name, parties, session_id, protocol, provider, extra)
+        for name, cmd in commands.items():
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, env=child_env, start_new_session=True,
             )
             nodes[name] = NodeRun(name, proc)
-        book = _rendezvous(nodes, deadline)
+        book = _rendezvous(nodes, min(deadline, time.monotonic() + STARTUP_LIMIT))
         for node in nodes.values():
             assert node.proc.stdin is not None
             try:

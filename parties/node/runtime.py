@@ -1,10 +1,14 @@
-"""Running one node: a party (CrypTen over the mesh) or the dealer.
+"""Running one node: a party (CrypTen over the mesh, running a protocol) or the dealer.
 
 A node binds its listening address, learns where the others are (from its
-settings, or from the local launcher over stdin when it listened on port 0),
-connects the mesh, then either serves as dealer or starts CrypTen and runs a
-protocol. Any failure is sent to the peers as an Abort before the node exits,
-so every party stops with a message naming who failed.
+settings, or from the local launcher over stdin when it listened on port 0)
+and connects the mesh. A party then starts the engine, agrees with the others
+on where to start (a common checkpoint, with its joint seed, or a fresh joint
+seed from a coin toss), and runs the protocol with a Session. Any failure is
+sent to the peers as an Abort before the node exits, so every party stops with
+a message naming who failed. What goes into that Abort is public by design: a
+protocol's or peer's own error text, or just the kind of internal error; the
+details (which may hold private data) stay in this node's own log.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from parties.engine import adapter as crypten_adapter
+from parties.node.checkpoint import CheckpointError, Checkpoints
+from parties.node.session import PartySession
 from parties.wire.transport import LinkOptions, Mesh, PeerError
+from protocols.api import ParameterError, Params, PlainTable, Protocol, ProtocolError, RevealError
 
 log = logging.getLogger("smpc.runtime")
 
@@ -40,6 +46,10 @@ class RunInterrupted(RuntimeError):
         self.peer, self.what, self.stage = peer, what, stage
 
 
+class RunTimeLimit(RuntimeError):
+    """The run reached its --max-run-time; checkpoints already written are kept."""
+
+
 @dataclass
 class NodeSpec:
     """Who this node is and who the others are."""
@@ -51,9 +61,8 @@ class NodeSpec:
     addresses: dict[str, str] = field(default_factory=dict)
     provider: str = "dealer"
     options: LinkOptions = field(default_factory=LinkOptions)
-    public_seed: int = 0
     torch_threads: int = 0  # 0: torch's default; the local launcher uses 1 (many nodes, few cores)
-    tls: Any = None  # parties.transport.TlsIdentity, or None for plaintext
+    tls: Any = None  # parties.wire.transport.TlsIdentity, or None for plaintext
 
     @property
     def uses_dealer(self) -> bool:
@@ -69,66 +78,27 @@ class NodeSpec:
 
 
 @dataclass
-class PartySession:
-    """The Session a protocol gets (protocols/session.py)."""
+class PartyJob:
+    """What a party runs once the manifest is agreed: the protocol and this party's inputs."""
 
-    name: str
-    rank: int
-    world_size: int
-    parties: list[str]
-    public_seed: int
-    communicator: Any
-    on_progress: Callable[[str, dict[str, Any]], None] | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    reveal_to: dict[str, list[str]] = field(default_factory=dict)
-    train: Any = None
-    test: Any = None
-    checkpoints: Any = None  # parties.checkpoint.Checkpoints, or None
-    last_step: tuple[str, dict[str, Any]] | None = None
+    protocol: Protocol
+    params: Params
+    tables: dict[str, PlainTable]
+    providers: dict[str, list[str]]
+    reveal_to: dict[str, list[str]]
+    checkpoints: Checkpoints | None = None
 
-    def checkpoint(self, step: int, state: dict[str, Any]) -> None:
-        if self.checkpoints is not None:
-            self.checkpoints.save(step, state)
 
-    def restore(self) -> tuple[int, dict[str, Any]] | None:
-        return None if self.checkpoints is None else self.checkpoints.restore(self.communicator)
+@dataclass
+class PartyRun:
+    """What a party's run gave: the protocol's result, time and communication."""
 
-    def progress(self, step: str, **fields: Any) -> None:
-        self.last_step = (step, fields)
-        if self.on_progress is not None:
-            self.on_progress(step, fields)
-
-    def reveal(self, name: str, value: Any, to: list[str] | None = None) -> Any:
-        from protocols.session import RevealError
-
-        if name not in self.reveal_to:
-            declared = ", ".join(sorted(self.reveal_to)) or "none"
-            raise RevealError(f"'{name}' is not an output the manifest declares "
-                              f"(declared: {declared})")
-        recipients = list(self.reveal_to[name]) if to is None else list(to)
-        extra = [r for r in recipients if r not in self.reveal_to[name]]
-        if extra:
-            raise RevealError(f"the manifest reveals '{name}' to {self.reveal_to[name]}, "
-                              f"not to {extra}")
-        mine = None
-        for recipient in recipients:
-            plain = value.get_plain_text(dst=self.parties.index(recipient))
-            if recipient == self.name:
-                mine = plain
-        return mine
-
-    def communication_stats(self) -> dict[str, Any]:
-        return self.communicator.get_communication_stats()
-
-    def stage(self) -> str:
-        """Where the run is, for error messages: 'after epoch 4/10 (round 3120)'."""
-        rounds = self.communicator.get_communication_stats().get("rounds", 0)
-        if self.last_step is None:
-            return f"before the first step (round {rounds})"
-        step, fields = self.last_step
-        done, total = fields.get("epoch"), fields.get("of")
-        where = f"{step} {done}/{total}" if done is not None and total else f"step '{step}'"
-        return f"after {where} (round {rounds})"
+    result: dict[str, Any]
+    revealed: dict[str, Any]
+    seconds: float
+    stats: dict[str, Any]
+    seed: bytes
+    resumed_from: int | None
 
 
 def _validate(spec: NodeSpec) -> None:
@@ -167,69 +137,98 @@ def open_mesh(spec: NodeSpec, control_in: TextIO | None = None) -> Mesh:
 
 def run_dealer(spec: NodeSpec, mesh: Mesh) -> dict[str, int]:
     """Serve correlated randomness until the parties are done; return what was served."""
-    from parties.dealer import server as dealer
+    from parties.dealer import server
 
     served: Counter[str] = Counter()
     try:
-        _profiled(lambda: dealer.serve(mesh, spec.parties, served), DEALER)
+        _profiled(lambda: server.serve(mesh, spec.parties, served), DEALER)
     except PeerError as exc:
         lost = RunInterrupted(exc.peer, exc.what,
                               f"after serving {sum(served.values())} requests")
         mesh.abort(str(lost))
         raise lost from None
     except BaseException as exc:
-        mesh.abort(f"dealer failed: {exc}")
+        mesh.abort(public_reason(exc, "the dealer"))
         raise
     mesh.close()
     return dict(served)
 
 
-def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any],
-              on_progress: Callable[[str, dict[str, Any]], None] | None = None,
-              prepare: Callable[[PartySession], None] | None = None) -> Any:
-    """Start CrypTen on the mesh, run `protocol`, shut down cleanly (or abort everyone).
+def public_reason(exc: BaseException, what: str) -> str:
+    """The Abort reason peers get for `exc`: errors written to be public pass; for any other,
+    only its kind (its text may hold private values: a cell, a path, a tensor)."""
+    if isinstance(exc, ProtocolError | RevealError | ParameterError | RunTimeLimit):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, CheckpointError):
+        return "its checkpoints cannot be resumed with the others' (details in its log)"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"internal error ({type(exc).__name__}) in {what} (details in its log)"
 
-    `prepare` fills the session (parameters, reveal list, private inputs) once
-    CrypTen is up and before the protocol runs; its errors abort every party.
-    """
+
+def run_party(spec: NodeSpec, mesh: Mesh, job: PartyJob,
+              on_progress: Callable[[str, dict[str, Any]], None] | None = None) -> PartyRun:
+    """Start the engine on the mesh, agree on a seed, run the protocol, close (or abort all)."""
+    from parties.engine import context
     from parties.engine.communicator import GrpcCommunicator
+    from parties.engine.randomness import joint_seed
 
-    session = None
+    session: PartySession | None = None
+    provider = None
     try:
         comm = GrpcCommunicator(mesh, spec.parties)
         if spec.uses_dealer:
-            from parties.dealer.server import make_provider
+            from parties.dealer.provider import make_provider
 
             provider = make_provider(mesh, comm.get_rank(), DEALER)
-            name = crypten_adapter.PROVIDER_DEALER
+            name = context.PROVIDER_DEALER
         else:
-            provider, name = None, crypten_adapter.PROVIDER_INSECURE_TFP
-        crypten_adapter.start_party(comm, provider, name)
-        session = PartySession(spec.name, comm.get_rank(), comm.get_world_size(), spec.parties,
-                               spec.public_seed, comm, on_progress)
-        if prepare is not None:
-            prepare(session)
+            name = context.PROVIDER_INSECURE_TFP
+        context.start_party(comm, provider, name)
+        agreed = job.checkpoints.agree(comm) if job.checkpoints is not None else None
+        seed = agreed[2] if agreed is not None else joint_seed(comm)
+        context.use_public_seed(seed)
+        session = PartySession(
+            party=spec.name, rank=comm.get_rank(), parties=list(spec.parties), params=job.params,
+            seed=seed, communicator=comm, outputs=tuple(o.name for o in job.protocol.outputs),
+            reveal_to=job.reveal_to, tables=job.tables, providers=job.providers,
+            checkpoints=job.checkpoints, restored=agreed[:2] if agreed is not None else None,
+            on_progress=on_progress)
         comm.reset_communication_stats()
         tic = time.perf_counter()
-        result = _profiled(lambda: protocol(session), session.name)
+        result = _profiled(lambda: job.protocol.run(session), spec.name) or {}
         elapsed = time.perf_counter() - tic
+        _check_result(job.protocol, result)
         comm.barrier()  # everything each party sent has arrived before anyone closes
     except PeerError as exc:
         lost = RunInterrupted(exc.peer, exc.what,
                               session.stage() if session is not None else "while starting")
         mesh.abort(str(lost))
-        crypten_adapter.stop_party()
+        context.stop_party()
         raise lost from None
     except BaseException as exc:
-        mesh.abort(f"{type(exc).__name__}: {exc}")
-        crypten_adapter.stop_party()
+        stage = session.stage() if session is not None else "while starting"
+        mesh.abort(f"{public_reason(exc, f'protocol {job.protocol.name!r}')} ({stage})")
+        context.stop_party()
         raise
     stats = comm.get_communication_stats()
     stats["dealer_requests"] = provider.source.requests if provider is not None else 0
     stats["dealer_draws"] = provider.source.draws if provider is not None else 0
-    crypten_adapter.stop_party()
+    context.stop_party()
     mesh.close()
-    return result, elapsed, stats
+    return PartyRun(result, session.revealed, elapsed, stats, seed,
+                    agreed[0] if agreed is not None else None)
+
+
+def _check_result(protocol: Protocol, result: Any) -> None:
+    if not isinstance(result, dict):
+        raise ProtocolError(f"{protocol.name}'s run() returned a {type(result).__name__}; it "
+                            "must return a dict of its outputs")
+    names = {o.name for o in protocol.outputs}
+    extra = sorted(set(result) - names)
+    if extra:
+        raise ProtocolError(f"{protocol.name}'s run() returned {extra}, which are not among its "
+                            f"outputs ({', '.join(sorted(names))})")
 
 
 def _profiled(run: Callable[[], Any], name: str) -> Any:

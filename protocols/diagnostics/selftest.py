@@ -1,9 +1,10 @@
 """The self-test: a fixed set of secure operations checked against plaintext torch.
 
-Every party draws the same random inputs from the session's public seed, so
-each can compare the revealed result with the plaintext computation. Inputs
-are secret-shared from different parties and include negative values. Each row
-reports the max absolute error and the tolerance it must meet.
+Every party draws the same random inputs from the run's joint seed, so each
+can compare the revealed result with the plaintext computation. Inputs are
+secret-shared from different parties and include negative values. Each result
+is opened to every party through ``session.reveal`` (the output "results");
+each row reports the max absolute error and the tolerance it must meet.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from protocols.session import Report, Session
+from protocols.api import Output, Protocol, Session, public_generator
 
 # (name, tolerance): fixed point with 16 fractional bits; approximations
 # (reciprocal, exp) are the reason for the looser rows.
@@ -34,8 +35,8 @@ TOLERANCES: dict[str, float] = {
 }
 
 
-def _inputs(seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
+def _inputs(seed: bytes) -> dict[str, torch.Tensor]:
+    g = public_generator(seed, "selftest")
 
     def randn(*shape: int, scale: float = 2.0) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * scale
@@ -54,11 +55,13 @@ def _inputs(seed: int) -> dict[str, torch.Tensor]:
     }
 
 
-def _nn_step(crypten: Any, d: dict[str, torch.Tensor], seed: int
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def _nn_step(crypten: Any, d: dict[str, torch.Tensor], seed: bytes
+             ) -> tuple[Any, torch.Tensor]:
     """One SGD step of a small classifier, encrypted (via from_pytorch) and in plaintext."""
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    with torch.random.fork_rng():
+        torch.manual_seed(public_generator(seed, "selftest-model").initial_seed())
+        model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(),
+                                    torch.nn.Linear(4, 1))
     lr = 0.5
     plain = [p.detach().clone() for p in model.parameters()]
 
@@ -79,12 +82,12 @@ def _nn_step(crypten: Any, d: dict[str, torch.Tensor], seed: int
     secure.zero_grad()
     crypten.nn.BCELoss()(out, y).backward()
     secure.update_parameters(lr)
-    got = torch.cat([p.get_plain_text().reshape(-1) for p in secure.parameters()])
+    got = crypten.cat([p.reshape(-1) for p in secure.parameters()])
     return got, expect
 
 
-def cases(crypten: Any, seed: int) -> dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
-    """Each case returns (revealed secure result, plaintext result)."""
+def cases(crypten: Any, seed: bytes) -> dict[str, Callable[[], tuple[Any, torch.Tensor]]]:
+    """Each case returns (secure result, plaintext result)."""
     d = _inputs(seed)
     n = crypten.communicator.get().get_world_size()
 
@@ -92,42 +95,51 @@ def cases(crypten: Any, seed: int) -> dict[str, Callable[[], tuple[torch.Tensor,
         return crypten.cryptensor(d[name], src=src % n)
 
     return {
-        "add": lambda: ((enc("x") + enc("y", 1)).get_plain_text(), d["x"] + d["y"]),
-        "mul": lambda: ((enc("x") * enc("y", 1)).get_plain_text(), d["x"] * d["y"]),
-        "matmul": lambda: (enc("A").matmul(enc("B", 2)).get_plain_text(), d["A"] @ d["B"]),
+        "add": lambda: ((enc("x") + enc("y", 1)), d["x"] + d["y"]),
+        "mul": lambda: ((enc("x") * enc("y", 1)), d["x"] * d["y"]),
+        "matmul": lambda: (enc("A").matmul(enc("B", 2)), d["A"] @ d["B"]),
         "conv2d": lambda: (
-            enc("img", 1).conv2d(enc("kernel"), padding=1).get_plain_text(),
+            enc("img", 1).conv2d(enc("kernel"), padding=1),
             torch.nn.functional.conv2d(d["img"], d["kernel"], padding=1),
         ),
-        "lt": lambda: ((enc("x") < enc("y", 1)).get_plain_text(), (d["x"] < d["y"]).float()),
-        "gt": lambda: ((enc("x", 2) > 0.5).get_plain_text(), (d["x"] > 0.5).float()),
-        "relu": lambda: (enc("x", 1).relu().get_plain_text(), torch.relu(d["x"])),
+        "lt": lambda: ((enc("x") < enc("y", 1)), (d["x"] < d["y"]).float()),
+        "gt": lambda: ((enc("x", 2) > 0.5), (d["x"] > 0.5).float()),
+        "relu": lambda: (enc("x", 1).relu(), torch.relu(d["x"])),
         "div (private)": lambda: (
-            (enc("x") / enc("den", 1)).get_plain_text(), d["x"] / d["den"]
+            (enc("x") / enc("den", 1)), d["x"] / d["den"]
         ),
-        "div (public)": lambda: ((enc("x") / 3.0).get_plain_text(), d["x"] / 3.0),
-        "sigmoid": lambda: (enc("x", 1).sigmoid().get_plain_text(), torch.sigmoid(d["x"])),
+        "div (public)": lambda: ((enc("x") / 3.0), d["x"] / 3.0),
+        "sigmoid": lambda: (enc("x", 1).sigmoid(), torch.sigmoid(d["x"])),
         "softmax": lambda: (
-            enc("logits", 2).softmax(dim=1).get_plain_text(), torch.softmax(d["logits"], dim=1)
+            enc("logits", 2).softmax(dim=1), torch.softmax(d["logits"], dim=1)
         ),
         "nn training step": lambda: _nn_step(crypten, d, seed),
     }
 
 
-def run(session: Session) -> Report:
-    """Run every case; each party gets the same report."""
+def run(session: Session) -> dict[str, Any]:
+    """Run every case, open its result to all, compare; each party gets the same rows."""
     import crypten
 
-    report = Report()
-    for name, case in cases(crypten, session.public_seed).items():
+    rows = []
+    for name, case in cases(crypten, session.seed).items():
         tic = time.perf_counter()
-        got, expect = case()
+        secure, expect = case()
+        got = session.reveal("results", secure)["results"]
         seconds = time.perf_counter() - tic
         err = float((got.float() - expect.float()).abs().max())
         tol = TOLERANCES[name]
-        report.rows.append(
-            {"op": name, "max_error": err, "tolerance": tol, "ok": err <= tol,
-             "seconds": seconds}
-        )
+        rows.append({"op": name, "max_error": err, "tolerance": tol, "ok": err <= tol,
+                     "seconds": seconds})
         session.progress(name, max_error=err, ok=err <= tol)
-    return report
+    return {"results": rows}
+
+
+PROTOCOL = Protocol(
+    name="selftest",
+    version="2",
+    summary="a fixed set of secure operations checked against plaintext torch",
+    run=run,
+    outputs=(Output("results", "each operation's result, opened to compare with plaintext"),),
+    passed=lambda result: all(row["ok"] for row in result.get("results") or []),
+)
