@@ -7,6 +7,7 @@ or CrypTen's 16-bit fixed point.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from parties.consortium.config import load_consortium
-from parties.consortium.data import load_table, scaled
+from parties.consortium.data import load_table
 from parties.wire import wire_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +60,13 @@ def test_no_raw_input_on_the_wire(tmp_path: Path) -> None:
     sent = (tmp_path / "wire.hospital-b").read_bytes()
     assert len(sent) > 1_000_000  # a training run's worth of shares
 
-    schema = load_consortium(consortium).schema
+    schema = load_consortium(consortium).tables["patients"]
+    raw = dataclasses.replace(schema, ranges={})  # the same columns, unscaled
     values: list[float] = []
     for split in ("train", "test"):
-        table = load_table(example / "data" / f"hospital-b-{split}.csv", schema)
-        values += table.features.reshape(-1).tolist()
-        values += scaled(table, schema).features.reshape(-1).tolist()
+        path = example / "data" / f"hospital-b-{split}.csv"
+        values += load_table(path, raw).features.reshape(-1).tolist()
+        values += load_table(path, schema).features.reshape(-1).tolist()
     needles = _needles(values)
     assert len(needles["int64"]) > 5_000
     frames = _payloads(sent)
