@@ -2,7 +2,7 @@
 
 Hospitals differ in size and class balance; the held-out test rows (20%) are
 spread across them too. Writes data/<hospital>-{train,test}.csv and the
-[schema] block of consortium.toml (feature names and public value ranges).
+[tables.patients] block of consortium.toml (feature names and public value ranges).
 
     .venv/bin/python examples/hospitals/make_data.py
 """
@@ -59,12 +59,12 @@ def main() -> None:
               f"{len(test_part)} test rows")
     lo = [math.floor(v * 0.9 * 1000) / 1000 for v in x.min(0)]
     hi = [math.ceil(v * 1.1 * 1000) / 1000 for v in x.max(0)]
-    lines = ["[schema]", "features = [", *(f'  "{n}",' for n in names), "]",
-             'label = "malignant"', "", "[schema.types]", 'malignant = "binary"', "",
+    lines = ["[tables.patients]", "features = [", *(f'  "{n}",' for n in names), "]",
+             'label = "malignant"', "classes = [0, 1]  # 0 = benign, 1 = malignant", "",
              "# public, agreed value ranges (domain knowledge): each hospital scales its own",
-             "# columns to [0, 1] with them before sharing", "[schema.ranges]",
+             "# columns to [0, 1] with them before sharing", "[tables.patients.ranges]",
              *(f"{n} = [{a}, {b}]" for n, a, b in zip(names, lo, hi, strict=True))]
-    (HERE / "schema.toml.part").write_text("\n".join(lines) + "\n")
+    (HERE / "tables.toml.part").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,24 +1,35 @@
-"""The consortium file and a party's local policy (TOML), validated with locations.
+"""The consortium file and a party's local policy (TOML), validated with exact line numbers.
 
 A consortium file is what every member receives: the parties and their
-addresses, the dealer, the CA, the protocol and its parameters, the data
-schema, and what will be revealed to whom. A policy is what one organization
-keeps to itself: where its data lives and what it is willing to run and reveal.
+addresses and roles, the dealer, the CA, the protocol with its parameters and
+the tables it reads, the tables' columns, and what will be revealed to whom. A
+policy is what one organization keeps to itself: where its data lives, how
+large it may be, and what it is willing to run and reveal.
 
-Every error names the file, the line where it can be found, and what is wrong.
+Values come from `tomllib`; the line of every key comes from
+`toml_positions.key_lines`. Every error reads "FILE:LINE: message" and names
+the key or entry that is wrong ("FILE: message" when no line applies).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from parties.consortium.toml_positions import KeyPath, key_lines, nearest_line
+
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-TYPES = ("float", "int", "binary")
+TYPES = ("float", "int", "binary", "categorical")
+DEFAULT_ROLES = ("data holder",)
+DEFAULT_CLASSES = (0, 1)
+DEFAULT_MAX_ROWS = 10_000_000
+MIN_PARTIES, MAX_PARTIES = 2, 8
 
 
 def is_loopback(host: str) -> bool:
@@ -32,8 +43,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Party:
+    """One member: its name (also its certificate identity), address and free-form roles."""
+
     name: str
     address: str
+    roles: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -45,26 +59,69 @@ class Reveal:
 
 
 @dataclass(frozen=True)
-class Schema:
+class TableSchema:
+    """The agreed columns of one table that each data holder supplies as a CSV file.
+
+    `types` holds every feature's type (float unless declared). `categories`
+    holds the categories of each categorical feature, in one-hot order. `ranges`
+    are public, agreed bounds: a feature with a range is scaled to [0, 1] with
+    them when loaded. `classes` are the label's values in class-index order.
+    """
+
+    name: str
     features: tuple[str, ...]
-    label: str
-    types: dict[str, str] = field(default_factory=dict)
-    # public, agreed value ranges: each party scales its own columns to [0, 1] with them
-    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    label: str | None
+    types: dict[str, str]
+    ranges: dict[str, tuple[float, float]]
+    categories: dict[str, tuple[str, ...]]
+    classes: tuple[str | int, ...]
+
+    @property
+    def encoded_columns(self) -> tuple[str, ...]:
+        """The loaded feature matrix's columns: features in order, categoricals one-hot."""
+        out: list[str] = []
+        for col in self.features:
+            if col in self.categories:
+                out += [f"{col}={value}" for value in self.categories[col]]
+            else:
+                out.append(col)
+        return tuple(out)
+
+    def as_manifest(self) -> dict[str, Any]:
+        """Everything above as plain JSON-able values, maps sorted by column name."""
+        return {
+            "name": self.name,
+            "features": list(self.features),
+            "label": self.label,
+            "classes": list(self.classes),
+            "types": {k: self.types[k] for k in sorted(self.types)},
+            "categories": {k: list(self.categories[k]) for k in sorted(self.categories)},
+            "ranges": {k: list(self.ranges[k]) for k in sorted(self.ranges)},
+        }
+
+
+def _where(path: Path, lines: Mapping[KeyPath, int], keys: KeyPath) -> str:
+    line = nearest_line(lines, keys)
+    return f"{path}:{line}" if line else str(path)
 
 
 @dataclass(frozen=True)
 class Consortium:
+    """A validated consortium file. `protocol_file` is absolute; None for an installed protocol."""
+
     path: Path
     name: str
     parties: tuple[Party, ...]
     dealer: str
     ca: str
     protocol: str
-    protocol_version: str
+    protocol_version: str | None
+    protocol_file: Path | None
     parameters: dict[str, Any]
-    schema: Schema
+    inputs: dict[str, str]
+    tables: dict[str, TableSchema]
     reveal: tuple[Reveal, ...]
+    _lines: Mapping[KeyPath, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ca_path(self) -> Path | None:
@@ -75,6 +132,7 @@ class Consortium:
         return path if path.is_absolute() else Path(os.path.normpath(self.path.parent / path))
 
     def all_loopback(self) -> bool:
+        """Whether every party and the dealer have a loopback address."""
         addresses = [p.address for p in self.parties] + [self.dealer]
         return all(is_loopback(a.rpartition(":")[0]) for a in addresses)
 
@@ -82,214 +140,424 @@ class Consortium:
     def party_names(self) -> list[str]:
         return [p.name for p in self.parties]
 
-    def address_of(self, name: str) -> str:
-        if name == "dealer":
-            return self.dealer
+    def _party(self, name: str) -> Party:
         for p in self.parties:
             if p.name == name:
-                return p.address
-        raise ConfigError(f"{self.path}: no party named '{name}' (parties: "
+                return p
+        raise ConfigError(f"{self.where('parties')}: no party named '{name}' (parties: "
                           f"{', '.join(self.party_names)})")
+
+    def address_of(self, name: str) -> str:
+        """The address of a party, or of the dealer for name 'dealer'."""
+        return self.dealer if name == "dealer" else self._party(name).address
+
+    def roles_of(self, party: str) -> tuple[str, ...]:
+        """The roles the consortium gives `party`."""
+        return self._party(party).roles
+
+    def where(self, *keys: str | int) -> str:
+        """'FILE:LINE' of a key path, e.g. where("reveal", 0, "to"); 'FILE' if no line is known."""
+        return _where(self.path, self._lines, keys)
 
 
 @dataclass(frozen=True)
 class Policy:
+    """A validated policy. `data` maps protocol input names to CSV files; relative paths in
+    the file are taken from the policy's folder."""
+
     path: Path
     party: str
-    data: Path
-    test_data: Path | None
+    data: dict[str, Path]
     accept_protocols: tuple[str, ...]
     accept_reveal: tuple[str, ...]
     key: Path | None = None
     cert: Path | None = None
+    max_rows: int = DEFAULT_MAX_ROWS
+    _lines: Mapping[KeyPath, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def where(self, *keys: str | int) -> str:
+        """'FILE:LINE' of a key path, e.g. where("data", "train"); 'FILE' if no line is known."""
+        return _where(self.path, self._lines, keys)
 
 
-class _Where:
-    """Locates keys in the TOML text so errors can name a line."""
+# ---- reading ---------------------------------------------------------------------------------
 
-    def __init__(self, path: Path, text: str) -> None:
+_MISSING: Any = object()
+
+
+class _Source:
+    """One parsed file: its values, the lines of its keys, and helpers that fail with a line."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.lines = text.splitlines()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            self.doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            message = str(exc)
+            at = re.search(r"\s*\(at line (\d+), column \d+\)$", message)
+            if at is None:
+                raise ConfigError(f"{path}: not valid TOML: {message}") from None
+            raise ConfigError(f"{path}:{at.group(1)}: not valid TOML: "
+                              f"{message[:at.start()]}") from None
+        self.lines = key_lines(text)
 
-    def line(self, *needles: str) -> int | None:
-        """First line containing every needle (after the previous one), 1-based."""
-        start = 0
-        found = None
-        for needle in needles:
-            for i in range(start, len(self.lines)):
-                if needle in self.lines[i]:
-                    found, start = i + 1, i + 1
-                    break
-            else:
-                return found
-        return found
+    def error(self, keys: KeyPath, message: str) -> ConfigError:
+        return ConfigError(f"{_where(self.path, self.lines, keys)}: {message}")
 
-    def error(self, message: str, *needles: str) -> ConfigError:
-        line = self.line(*needles) if needles else None
-        where = f"{self.path}:{line}" if line else f"{self.path}"
-        return ConfigError(f"{where}: {message}")
+    def get(self, table: dict[str, Any], keys: KeyPath, ctx: str,
+            kind: type | tuple[type, ...], default: Any = _MISSING) -> Any:
+        """table[keys[-1]] checked to be of `kind` (bool is not an int); `default` if absent."""
+        key = keys[-1]
+        if key not in table:
+            if default is _MISSING:
+                raise self.error(keys[:-1], f"{ctx}: '{key}' is missing")
+            return default
+        value = table[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
+            raise self.error(keys, f"{ctx}: '{key}' must be {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def names(self, table: dict[str, Any], keys: KeyPath, ctx: str, what: str,
+              default: Any = _MISSING, empty: bool = False) -> list[str] | Any:
+        """A list of distinct, non-empty, unpadded strings (and at least one unless `empty`);
+        an error names the bad element's line."""
+        values = self.get(table, keys, ctx, list, default)
+        if values is default:
+            return default
+        if not values and not empty:
+            raise self.error(keys, f"{ctx}: '{keys[-1]}' must list at least one {what}")
+        for i, v in enumerate(values):
+            if not isinstance(v, str) or not v.strip() or v != v.strip():
+                raise self.error((*keys, i), f"{ctx}: '{keys[-1]}' has {v!r}; each {what} "
+                                             "must be a non-empty string without outer spaces")
+            if v in values[:i]:
+                raise self.error((*keys, i), f"{ctx}: {what} {v!r} is listed twice")
+        return values
+
+    def only(self, table: dict[str, Any], keys: KeyPath, ctx: str, allowed: tuple[str, ...],
+             hints: Mapping[str, str] | None = None) -> None:
+        """Refuse keys other than `allowed`; `hints` give a replacement for retired keys."""
+        for key in table:
+            if key in allowed:
+                continue
+            hint = (hints or {}).get(key)
+            if hint:
+                raise self.error((*keys, key), f"{ctx}: '{key}' is no longer supported: {hint}")
+            raise self.error((*keys, key), f"{ctx}: unknown key '{key}' (expected one of: "
+                                           f"{', '.join(allowed)})")
 
 
-def _read(path: Path) -> tuple[dict[str, Any], _Where]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        return tomllib.loads(text), _Where(path, text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
 
 
-def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: _Where,
-         ctx: str, *needles: str) -> Any:
-    if key not in table:
-        raise where.error(f"{ctx}: '{key}' is missing", *(needles or (ctx.strip("[]"),)))
-    value = table[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise where.error(f"{ctx}: '{key}' must be a {names}, got {value!r}", *needles, key)
-    return value
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    words = {str: "a string", int: "an integer", float: "a number", list: "a list",
+             dict: "a table", bool: "true or false"}
+    return " or ".join(words.get(k, k.__name__) for k in _kinds(kind))
 
 
-def _address(value: str, where: _Where, ctx: str) -> str:
+def _address(src: _Source, value: str, keys: KeyPath, ctx: str) -> str:
+    """host:port with a port in 1..65535, or 0 on a loopback host (assigned at local launch)."""
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise where.error(f"{ctx}: address {value!r} is not host:port", value)
+    if not host or any(c.isspace() for c in host) or not port.isdigit() or int(port) > 65535:
+        raise src.error(keys, f"{ctx}: address {value!r} is not host:port")
+    if int(port) == 0 and not is_loopback(host):
+        raise src.error(keys, f"{ctx}: address {value!r}: port 0 (assigned at launch) is only "
+                              "allowed on a loopback host")
     return value
+
+
+# ---- the consortium file ---------------------------------------------------------------------
+
+_TOP = ("consortium", "parties", "dealer", "protocol", "tables", "reveal")
+_RETIRED_TOP = {"schema": "declare each table as [tables.NAME] (e.g. [tables.patients]: "
+                          "features, label, types, ranges) and name the protocol's inputs "
+                          "in [protocol.inputs] (e.g. train = \"patients\")"}
 
 
 def load_consortium(path: str | Path) -> Consortium:
-    """Read and validate a consortium file."""
+    """Read and validate a consortium file; raise ConfigError naming file, line and problem."""
     path = Path(path)
-    doc, where = _read(path)
-    head = doc.get("consortium", {})
-    if not isinstance(head, dict):
-        raise where.error("[consortium] must be a table", "consortium")
-    name = head.get("name", path.stem)
-    parties_raw = doc.get("parties")
-    if not isinstance(parties_raw, list) or not parties_raw:
-        raise where.error("no [[parties]] listed", "[[parties]]")
-    parties = []
-    for i, entry in enumerate(parties_raw, 1):
-        ctx = f"[[parties]] #{i}"
-        pname = _get(entry, "name", str, where, ctx, "[[parties]]")
-        if not NAME.match(pname) or pname == "dealer":
-            raise where.error(f"{ctx}: party name {pname!r} must be lowercase letters, digits, "
-                              "'-' or '_' (and not 'dealer')", pname)
-        addr = _address(_get(entry, "address", str, where, ctx, pname), where, ctx)
-        parties.append(Party(pname, addr))
-    names = [p.name for p in parties]
-    dups = sorted({n for n in names if names.count(n) > 1})
-    if dups:
-        raise where.error(f"party {dups[0]!r} is listed twice", dups[0])
-    if not 2 <= len(parties) <= 8:
-        raise where.error(f"{len(parties)} parties: smpc runs 2 to 8", "[[parties]]")
-    dealer = doc.get("dealer", {})
-    dealer_addr = _address(_get(dealer, "address", str, where, "[dealer]", "[dealer]"), where,
-                           "[dealer]")
-    proto = doc.get("protocol")
-    if not isinstance(proto, dict):
-        raise where.error("[protocol] is missing", "[protocol]")
-    pname = _get(proto, "name", str, where, "[protocol]", "[protocol]")
-    version = str(proto.get("version", "1"))
-    params = proto.get("parameters", {})
-    if not isinstance(params, dict):
-        raise where.error("[protocol.parameters] must be a table", "parameters")
-    schema = _schema(doc, where)
-    reveal = _reveals(doc, where, set(names))
-    return Consortium(path=path, name=str(name), parties=tuple(parties), dealer=dealer_addr,
-                      ca=str(head.get("ca", "")), protocol=pname, protocol_version=version,
-                      parameters=dict(params), schema=schema, reveal=reveal)
+    src = _Source(path)
+    doc = src.doc
+    src.only(doc, (), "consortium file", _TOP, _RETIRED_TOP)
+    head = src.get(doc, ("consortium",), "consortium file", dict, {})
+    src.only(head, ("consortium",), "[consortium]", ("name", "ca"))
+    name = src.get(head, ("consortium", "name"), "[consortium]", str, path.stem)
+    if not NAME.match(name):
+        raise src.error(("consortium", "name"), f"[consortium]: name {name!r} must be lowercase "
+                                                "letters, digits, '-' or '_'")
+    ca = src.get(head, ("consortium", "ca"), "[consortium]", str, "")
+    parties = _parties(src)
+    dealer_raw = src.get(doc, ("dealer",), "consortium file", dict)
+    src.only(dealer_raw, ("dealer",), "[dealer]", ("address",))
+    dealer = _address(src, src.get(dealer_raw, ("dealer", "address"), "[dealer]", str),
+                      ("dealer", "address"), "[dealer]")
+    _distinct_addresses(src, parties, dealer)
+    tables = _tables(src)
+    proto = src.get(doc, ("protocol",), "consortium file", dict)
+    src.only(proto, ("protocol",), "[protocol]",
+             ("name", "version", "file", "parameters", "inputs"))
+    protocol = src.get(proto, ("protocol", "name"), "[protocol]", str)
+    if not protocol.strip():
+        raise src.error(("protocol", "name"), "[protocol]: 'name' is empty")
+    version = src.get(proto, ("protocol", "version"), "[protocol]", str, None)
+    params = src.get(proto, ("protocol", "parameters"), "[protocol]", dict, {})
+    inputs = _inputs(src, proto, tables)
+    return Consortium(path=path, name=name, parties=tuple(parties), dealer=dealer, ca=ca,
+                      protocol=protocol, protocol_version=version,
+                      protocol_file=_protocol_file(src, proto), parameters=dict(params),
+                      inputs=inputs, tables=tables, reveal=_reveals(src, parties),
+                      _lines=src.lines)
 
 
-def _schema(doc: dict[str, Any], where: _Where) -> Schema:
-    raw = doc.get("schema")
-    if not isinstance(raw, dict):
-        raise where.error("[schema] is missing", "[schema]")
-    features = _get(raw, "features", list, where, "[schema]", "[schema]")
-    if not features or not all(isinstance(f, str) and f for f in features):
-        raise where.error("[schema]: 'features' must be a non-empty list of column names",
-                          "features")
-    if len(set(features)) != len(features):
-        raise where.error("[schema]: a feature column is listed twice", "features")
-    label = _get(raw, "label", str, where, "[schema]", "[schema]")
+def _parties(src: _Source) -> list[Party]:
+    raw = src.get(src.doc, ("parties",), "consortium file", list)
+    if not raw or not all(isinstance(e, dict) for e in raw):
+        raise src.error(("parties",), "list the parties as [[parties]] tables")
+    parties: list[Party] = []
+    for i, entry in enumerate(raw):
+        keys: KeyPath = ("parties", i)
+        ctx = f"[[parties]] #{i + 1}"
+        src.only(entry, keys, ctx, ("name", "address", "roles"))
+        name = src.get(entry, (*keys, "name"), ctx, str)
+        if not NAME.match(name) or name == "dealer":
+            raise src.error((*keys, "name"), f"{ctx}: party name {name!r} must be lowercase "
+                                             "letters, digits, '-' or '_' (and not 'dealer')")
+        if name in [p.name for p in parties]:
+            raise src.error((*keys, "name"), f"{ctx}: party {name!r} is listed twice")
+        address = _address(src, src.get(entry, (*keys, "address"), ctx, str),
+                           (*keys, "address"), ctx)
+        roles = src.names(entry, (*keys, "roles"), ctx, "role", list(DEFAULT_ROLES))
+        parties.append(Party(name, address, tuple(roles)))
+    if not MIN_PARTIES <= len(parties) <= MAX_PARTIES:
+        raise src.error(("parties",), f"{len(parties)} parties: smpc runs {MIN_PARTIES} to "
+                                      f"{MAX_PARTIES}")
+    return parties
+
+
+def _distinct_addresses(src: _Source, parties: list[Party], dealer: str) -> None:
+    """No two nodes share an address (port 0, assigned at launch, never clashes)."""
+    seen: dict[str, str] = {}
+    for keys, name, address in [*((("parties", i, "address"), p.name, p.address)
+                                  for i, p in enumerate(parties)),
+                                (("dealer", "address"), "the dealer", dealer)]:
+        if address.endswith(":0"):
+            continue
+        if address in seen:
+            raise src.error(keys, f"{name}: address {address!r} is already {seen[address]}'s")
+        seen[address] = name
+
+
+def _protocol_file(src: _Source, proto: dict[str, Any]) -> Path | None:
+    keys = ("protocol", "file")
+    file = src.get(proto, keys, "[protocol]", str, None)
+    if file is None:
+        return None
+    path = Path(os.path.abspath(src.path.parent / file))
+    if not file.strip() or not path.is_file():
+        raise src.error(keys, f"[protocol]: protocol file {file!r} not found (looked for {path})")
+    return path
+
+
+def _inputs(src: _Source, proto: dict[str, Any], tables: dict[str, TableSchema]
+            ) -> dict[str, str]:
+    raw = src.get(proto, ("protocol", "inputs"), "[protocol]", dict, {})
+    for name, table in raw.items():
+        keys = ("protocol", "inputs", name)
+        if not isinstance(table, str) or table not in tables:
+            known = ", ".join(tables) or "none declared"
+            raise src.error(keys, f"[protocol.inputs]: '{name}' = {table!r} is not a declared "
+                                  f"table (tables: {known})")
+    return dict(raw)
+
+
+def _tables(src: _Source) -> dict[str, TableSchema]:
+    raw = src.get(src.doc, ("tables",), "consortium file", dict, {})
+    out = {}
+    for name, body in raw.items():
+        if not NAME.match(name):
+            raise src.error(("tables", name), f"[tables.{name}]: a table name must be lowercase "
+                                              "letters, digits, '-' or '_'")
+        if not isinstance(body, dict):
+            raise src.error(("tables", name), f"'tables.{name}' must be a [tables.{name}] table")
+        out[name] = _table_schema(src, name, body)
+    return out
+
+
+def _table_schema(src: _Source, name: str, raw: dict[str, Any]) -> TableSchema:
+    keys: KeyPath = ("tables", name)
+    ctx = f"[tables.{name}]"
+    src.only(raw, keys, ctx, ("features", "label", "classes", "types", "categories", "ranges"))
+    features = src.names(raw, (*keys, "features"), ctx, "feature column")
+    label = src.get(raw, (*keys, "label"), ctx, str, None)
+    if label is not None and (not label.strip() or label != label.strip()):
+        raise src.error((*keys, "label"), f"{ctx}: label {label!r} is not a column name")
     if label in features:
-        raise where.error(f"[schema]: label {label!r} is also a feature", "label")
-    types = raw.get("types", {})
-    if not isinstance(types, dict):
-        raise where.error("[schema.types] must be a table", "types")
-    for col, kind in types.items():
-        if col not in features and col != label:
-            raise where.error(f"[schema.types]: {col!r} is not a declared column", col)
-        if kind not in TYPES:
-            raise where.error(f"[schema.types]: {col!r} has type {kind!r}; use one of "
-                              f"{', '.join(TYPES)}", col)
-    ranges_raw = raw.get("ranges", {})
-    if not isinstance(ranges_raw, dict):
-        raise where.error("[schema.ranges] must be a table", "ranges")
-    ranges = {}
-    for col, bounds in ranges_raw.items():
+        raise src.error((*keys, "label"), f"{ctx}: label {label!r} is also a feature")
+    classes = _classes(src, raw, keys, ctx, label)
+    types = _types(src, raw, keys, ctx, features, label)
+    categories = _categories(src, raw, keys, ctx, types)
+    ranges = _ranges(src, raw, keys, ctx, types)
+    return TableSchema(name=name, features=tuple(features), label=label, types=types,
+                       ranges=ranges, categories=categories, classes=classes)
+
+
+def _classes(src: _Source, raw: dict[str, Any], keys: KeyPath, ctx: str,
+             label: str | None) -> tuple[str | int, ...]:
+    ck = (*keys, "classes")
+    values = src.get(raw, ck, ctx, list, None)
+    if values is None:
+        return DEFAULT_CLASSES
+    if label is None:
+        raise src.error(ck, f"{ctx}: 'classes' is given but the table has no 'label'")
+    kinds = set()
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, str | int) or (isinstance(v, str)
+                                                                   and v != v.strip()):
+            raise src.error((*ck, i), f"{ctx}: class {v!r} must be an integer or a string "
+                                      "without outer spaces")
+        if isinstance(v, str) and not v:
+            raise src.error((*ck, i), f"{ctx}: a class name is empty")
+        if v in values[:i]:
+            raise src.error((*ck, i), f"{ctx}: class {v!r} is listed twice")
+        kinds.add(type(v))
+    if len(kinds) > 1:
+        raise src.error(ck, f"{ctx}: 'classes' must be all integers or all strings")
+    if len(values) < 2:
+        raise src.error(ck, f"{ctx}: 'classes' must list at least 2 classes")
+    return tuple(values)
+
+
+def _types(src: _Source, raw: dict[str, Any], keys: KeyPath, ctx: str, features: list[str],
+           label: str | None) -> dict[str, str]:
+    tk = (*keys, "types")
+    declared = src.get(raw, tk, ctx, dict, {})
+    for col, kind in declared.items():
+        if col == label:
+            raise src.error((*tk, col), f"{ctx[:-1]}.types]: {col!r} is the label; its values "
+                                        "are given by 'classes'")
         if col not in features:
-            raise where.error(f"[schema.ranges]: {col!r} is not a feature", col)
+            raise src.error((*tk, col), f"{ctx[:-1]}.types]: {col!r} is not a feature")
+        if kind not in TYPES:
+            raise src.error((*tk, col), f"{ctx[:-1]}.types]: {col!r} has type {kind!r}; use "
+                                        f"one of {', '.join(TYPES)}")
+    return {col: declared.get(col, "float") for col in features}
+
+
+def _categories(src: _Source, raw: dict[str, Any], keys: KeyPath, ctx: str,
+                types: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    ck = (*keys, "categories")
+    declared = src.get(raw, ck, ctx, dict, {})
+    where = f"{ctx[:-1]}.categories]"
+    for col in declared:
+        if types.get(col) != "categorical":
+            what = "not a feature" if col not in types else f"of type {types[col]!r}"
+            raise src.error((*ck, col), f"{where}: {col!r} is {what}; categories are for "
+                                        "categorical features only")
+    out = {}
+    for col, kind in types.items():
+        if kind == "categorical":
+            if col not in declared:
+                raise src.error((*keys, "types", col), f"{ctx}: categorical column {col!r} "
+                                                       f"needs its values in {where}")
+            out[col] = tuple(src.names(declared, (*ck, col), where, f"category of {col!r}"))
+    return out
+
+
+def _ranges(src: _Source, raw: dict[str, Any], keys: KeyPath, ctx: str,
+            types: dict[str, str]) -> dict[str, tuple[float, float]]:
+    rk = (*keys, "ranges")
+    declared = src.get(raw, rk, ctx, dict, {})
+    where = f"{ctx[:-1]}.ranges]"
+    out = {}
+    for col, bounds in declared.items():
+        if col not in types:
+            raise src.error((*rk, col), f"{where}: {col!r} is not a feature")
+        if types[col] == "categorical":
+            raise src.error((*rk, col), f"{where}: {col!r} is categorical; it has no range")
         ok = (isinstance(bounds, list) and len(bounds) == 2
-              and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bounds)
+              and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                      for v in bounds)
               and bounds[0] < bounds[1])
         if not ok:
-            raise where.error(f"[schema.ranges]: {col!r} must be [low, high] with low < high",
-                              col)
-        ranges[col] = (float(bounds[0]), float(bounds[1]))
-    return Schema(tuple(features), label, dict(types), ranges)
+            raise src.error((*rk, col), f"{where}: {col!r} must be [low, high] with finite "
+                                        f"numbers and low < high, got {bounds!r}")
+        out[col] = (float(bounds[0]), float(bounds[1]))
+    return out
 
 
-def _reveals(doc: dict[str, Any], where: _Where, parties: set[str]) -> tuple[Reveal, ...]:
-    raw = doc.get("reveal", [])
-    if not isinstance(raw, list):
-        raise where.error("reveal must be a list of [[reveal]] tables", "reveal")
-    out, seen = [], set()
-    for i, entry in enumerate(raw, 1):
-        ctx = f"[[reveal]] #{i}"
-        name = _get(entry, "name", str, where, ctx, "[[reveal]]")
-        to = _get(entry, "to", list, where, ctx, name)
-        unknown = [p for p in to if p not in parties]
-        if unknown or not to:
-            raise where.error(f"{ctx} '{name}': recipients {unknown or '[]'} are not parties",
-                              name)
-        if name in seen:
-            raise where.error(f"output {name!r} is declared twice", name)
-        seen.add(name)
+def _reveals(src: _Source, parties: list[Party]) -> tuple[Reveal, ...]:
+    raw = src.get(src.doc, ("reveal",), "consortium file", list, [])
+    if not all(isinstance(e, dict) for e in raw):
+        raise src.error(("reveal",), "list the outputs as [[reveal]] tables")
+    names = [p.name for p in parties]
+    out: list[Reveal] = []
+    for i, entry in enumerate(raw):
+        keys: KeyPath = ("reveal", i)
+        ctx = f"[[reveal]] #{i + 1}"
+        src.only(entry, keys, ctx, ("name", "to"))
+        name = src.get(entry, (*keys, "name"), ctx, str)
+        if not name.strip():
+            raise src.error((*keys, "name"), f"{ctx}: 'name' is empty")
+        if name in [r.name for r in out]:
+            raise src.error((*keys, "name"), f"{ctx}: output {name!r} is declared twice")
+        to = src.names(entry, (*keys, "to"), f"{ctx} '{name}'", "recipient")
+        for j, party in enumerate(to):
+            if party not in names:
+                raise src.error((*keys, "to", j), f"{ctx} '{name}': recipient {party!r} is not "
+                                                  f"a party (parties: {', '.join(names)})")
         out.append(Reveal(name, tuple(to)))
     return tuple(out)
+
+
+# ---- the policy file -------------------------------------------------------------------------
+
+_POLICY = ("party", "max_rows", "data", "accept", "key", "cert")
+_RETIRED_POLICY = {"test_data": "name each protocol input's file in a [data] table, "
+                                "e.g. [data] train = \"train.csv\", test = \"test.csv\""}
 
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate one organization's local policy; paths are relative to the file."""
     path = Path(path)
-    doc, where = _read(path)
-    party = _get(doc, "party", str, where, "policy", "party")
-    data = Path(_get(doc, "data", str, where, "policy", "data"))
-    test = doc.get("test_data")
-    accept = doc.get("accept", {})
-    if not isinstance(accept, dict):
-        raise where.error("[accept] must be a table", "accept")
-    protocols = accept.get("protocols", [])
-    reveal = accept.get("reveal", [])
-    for key, value in (("protocols", protocols), ("reveal", reveal)):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise where.error(f"[accept]: '{key}' must be a list of names", key)
-    base = path.parent
+    src = _Source(path)
+    doc = src.doc
+    src.only(doc, (), "policy", _POLICY, _RETIRED_POLICY)
+    party = src.get(doc, ("party",), "policy", str)
+    if not NAME.match(party):
+        raise src.error(("party",), f"policy: party name {party!r} must be lowercase letters, "
+                                    "digits, '-' or '_'")
+    max_rows = src.get(doc, ("max_rows",), "policy", int, DEFAULT_MAX_ROWS)
+    if max_rows < 1:
+        raise src.error(("max_rows",), f"policy: 'max_rows' must be at least 1, got {max_rows}")
+    if isinstance(doc.get("data"), str):
+        raise src.error(("data",), "policy: 'data' is now a table of protocol input -> CSV "
+                                   f"file: write [data] then train = {doc['data']!r}")
+    data_raw = src.get(doc, ("data",), "policy", dict, {})
+    accept = src.get(doc, ("accept",), "policy", dict, {})
+    src.only(accept, ("accept",), "[accept]", ("protocols", "reveal"))
+    protocols = src.names(accept, ("accept", "protocols"), "[accept]", "protocol name", [],
+                          empty=True)
+    reveal = src.names(accept, ("accept", "reveal"), "[accept]", "output name", [], empty=True)
 
-    def resolve(p: Path) -> Path:
-        return p if p.is_absolute() else Path(os.path.normpath(base / p))
+    def resolve(keys: KeyPath, ctx: str) -> Path:
+        value = src.get(doc if len(keys) == 1 else data_raw, keys, ctx, str)
+        if not value.strip():
+            raise src.error(keys, f"{ctx}: '{keys[-1]}' is an empty path")
+        p = Path(value)
+        return p if p.is_absolute() else Path(os.path.normpath(path.parent / p))
 
-    optional = {}
-    for key in ("key", "cert"):
-        if key in doc:
-            if not isinstance(doc[key], str):
-                raise where.error(f"policy: '{key}' must be a path", key)
-            optional[key] = resolve(Path(doc[key]))
-    return Policy(path=path, party=party, data=resolve(data),
-                  test_data=resolve(Path(test)) if isinstance(test, str) else None,
-                  accept_protocols=tuple(protocols), accept_reveal=tuple(reveal), **optional)
+    data = {name: resolve(("data", name), "[data]") for name in data_raw}
+    optional = {k: resolve((k,), "policy") for k in ("key", "cert") if k in doc}
+    return Policy(path=path, party=party, data=data, accept_protocols=tuple(protocols),
+                  accept_reveal=tuple(reveal), max_rows=max_rows, _lines=src.lines, **optional)
