@@ -20,23 +20,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from protocols.api import Output, Param, Protocol
+
 MIB = 1 << 20
 SIZE = 64 * MIB
-ENV_REPEATS = "SMPC_BULK_REPEATS"
 
 
-def party_transfer(session: Any) -> Any:
-    """Protocol for 2 smpc parties: party 0 sends 64 MiB to party 1, `repeats` times."""
+def party_transfer(session: Any) -> dict[str, Any]:
+    """Run by 2 smpc parties: party 0 sends 64 MiB to party 1, `repeats` times."""
     import crypten
     import torch
 
-    from protocols.session import Report
-
     comm = crypten.communicator.get()
-    repeats = int(os.environ.get(ENV_REPEATS, "3"))
     payload = torch.arange(SIZE // 8, dtype=torch.long)
     times = []
-    for _ in range(repeats + 1):  # the first is a warm-up
+    for _ in range(session.params.repeats + 1):  # the first is a warm-up
         comm.barrier()
         tic = time.perf_counter()
         if comm.get_rank() == 0:
@@ -47,29 +45,27 @@ def party_transfer(session: Any) -> Any:
             comm.send(torch.ones(1, dtype=torch.long), 0)
             assert torch.equal(got[-3:], payload[-3:])
         times.append(time.perf_counter() - tic)
-    rep = Report()
-    rep.rows.append({"op": "bulk", "ok": True, "seconds": statistics.median(times[1:])})
-    return rep
+    return {"seconds": statistics.median(times[1:])}
+
+
+PROTOCOL = Protocol(
+    name="bulk-transfer", version="1", summary="64 MiB from party 0 to party 1, timed",
+    run=party_transfer, params=(Param("repeats", int, 3, minimum=1),),
+    outputs=(Output("seconds", "this party's own median time (measured locally)"),),
+)
 
 
 def smpc_seconds(tls: bool, repeats: int = 3) -> float:
     """Median one-way seconds for 64 MiB between two smpc parties."""
-    from parties.consortium import certs
-    from parties.node.launcher import launch, party_names
+    from parties.node.local import run_generated
 
-    names = party_names(2)
-    extra = ["--quiet", "--timeout", "300"]
-    with tempfile.TemporaryDirectory() as tmp:
-        if tls:
-            certs.generate("bulk", names, Path(tmp))
-            extra += ["--tls-dir", tmp]
-        run = launch(names, "benchmarks.bulk:party_transfer", timeout=600,
-                     provider="insecure-trusted-first-party", extra=extra,
-                     env={ENV_REPEATS: str(repeats)})
-    if not run.ok:
-        tails = {n: x.lines[-3:] for n, x in run.nodes.items()}
+    out = run_generated(__file__, 2, insecure=not tls, timeout=300,
+                        parameters={"repeats": repeats},
+                        randomness="insecure-trusted-first-party")
+    if not out.ok:
+        tails = {n: x.lines[-3:] for n, x in out.run.nodes.items()}
         raise RuntimeError(f"bulk transfer failed: {tails}")
-    return run.nodes[names[1]].result["rows"][0]["seconds"]
+    return out.results["party1"]["revealed"]["seconds"]
 
 
 def _receiver(port_q: Any, tls_dir: str | None, repeats: int) -> None:

@@ -35,76 +35,80 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # before site-packages: crypten's wheel ships a `benchmarks` too
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT),
+                                                         os.environ.get("PYTHONPATH")]))
 
-ENV_WORKLOAD = "SMPC_BENCH_WORKLOAD"
-ENV_REPEATS = "SMPC_BENCH_REPEATS"
+from protocols.api import Output, Param, Protocol  # noqa: E402
 
 
-def party_bench(session: Any) -> Any:
-    """Protocol run by each smpc party: warm up, then time the workload `repeats` times."""
+def party_bench(session: Any) -> dict[str, Any]:
+    """Run by each smpc party: warm up, then time the workload `repeats` times."""
     import crypten
     import torch
 
     from benchmarks.workloads import EXPENSIVE, WORKLOADS
-    from protocols.session import Report
 
     torch.set_num_threads(1)
-    name = os.environ[ENV_WORKLOAD]
-    repeats = int(os.environ.get(ENV_REPEATS, "3"))
+    name, repeats = session.params.workload, session.params.repeats
     work = WORKLOADS[name]
+
+    def open_(secret: Any) -> Any:
+        return session.reveal("result", secret)["result"]
+
     comm = crypten.communicator.get()
     if repeats > 1 and name not in EXPENSIVE:
-        work(crypten)  # warm-up: caches, first-use costs
+        work(crypten, open_=open_)  # warm-up: caches, first-use costs
     times, result, stats = [], {}, {}
-    for _ in range(max(1, repeats)):
+    for _ in range(repeats):
         comm.barrier()
         comm.reset_communication_stats()
         tic = time.perf_counter()
-        result = work(crypten)
+        result = work(crypten, open_=open_)
         times.append(time.perf_counter() - tic)
         stats = comm.get_communication_stats()
-    rep = Report()
-    rep.rows.append({
-        "op": name, "ok": True, "seconds": statistics.median(times),
-        "rounds": stats["rounds"], "bytes": stats["bytes_sent"] + stats["bytes_received"],
-        "bytes_sent": stats["bytes_sent"],
+    return {"timing": {
+        "op": name, "seconds": statistics.median(times), "rounds": stats["rounds"],
+        "bytes": stats["bytes_sent"] + stats["bytes_received"], "bytes_sent": stats["bytes_sent"],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "result": result,
-    })
-    return rep
+        "result": result}}
+
+
+def _workload_names() -> tuple[str, ...]:
+    from benchmarks.workloads import WORKLOADS
+
+    return tuple(WORKLOADS)
+
+
+PROTOCOL = Protocol(
+    name="engine-benchmark", version="1", summary="one benchmark workload, timed", run=party_bench,
+    params=(Param("workload", str, choices=_workload_names()),
+            Param("repeats", int, 3, minimum=1)),
+    outputs=(Output("result", "the workload's opened result"),
+             Output("timing", "this party's own timing (measured locally, nothing opened)")),
+)
 
 
 def run_smpc(name: str, repeats: int, parties: int = 3, timeout: float = 900,
              provider: str = "dealer", tls: bool = False) -> dict[str, Any]:
     """Run one workload on smpc's engine; the slowest party's median decides."""
-    import tempfile
+    from parties.node.local import run_generated
 
-    from parties.consortium import certs
-    from parties.node.launcher import launch, party_names
-
-    extra = ["--quiet", "--timeout", "600"]
-    tmp = tempfile.TemporaryDirectory()
-    if tls:
-        certs.generate("bench", [*party_names(parties), "dealer"], Path(tmp.name))
-        extra += ["--tls-dir", tmp.name]
-    with tmp:
-        run = launch(party_names(parties), "benchmarks.engine:party_bench", timeout=timeout,
-                     provider=provider, extra=extra,
-                     env={ENV_WORKLOAD: name, ENV_REPEATS: str(repeats),
-                          "PYTHONPATH": str(ROOT)})
-    if not run.ok:
-        tail = {n: node.lines[-3:] for n, node in run.nodes.items()}
+    out = run_generated(__file__, parties, insecure=not tls, timeout=timeout,
+                        parameters={"workload": name, "repeats": repeats}, randomness=provider)
+    if not out.ok:
+        tail = {n: node.lines[-3:] for n, node in out.run.nodes.items()}
         raise RuntimeError(f"smpc run of {name!r} failed: {tail}")
-    rows = [run.nodes[p].result["rows"][0] for p in party_names(parties)]
+    rows = [r["revealed"]["timing"] for r in out.results.values() if r]
     first = rows[0]
+    dealer = out.run.nodes.get("dealer")
     return {
         "seconds": max(r["seconds"] for r in rows),
         "rounds": first["rounds"],
         "bytes": first["bytes"],
         "peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
         "result": first["result"],
-        "dealer_served": sum(run.nodes["dealer"].result["served"].values())
-        if "dealer" in run.nodes else 0,
+        "dealer_served": sum(dealer.result["served"].values()) if dealer and dealer.result
+        else 0,
     }
 
 

@@ -15,17 +15,16 @@ OPS = ("mul", "matmul", "relu", "sigmoid", "nn training step")
 
 
 def one(parties: int) -> dict[str, Any]:
-    from parties.node.launcher import launch, party_names
+    from parties.node.local import run_generated
 
-    names = party_names(parties)
-    run = launch(names, "selftest", timeout=900, extra=["--quiet", "--timeout", "300"])
-    first = run.nodes[names[0]].result
-    if not run.ok or first is None or not first["ok"]:
+    out = run_generated("selftest", parties, insecure=True, timeout=300)
+    first = out.results.get("party0")
+    if not out.ok or first is None or not all(r["ok"] for r in first["revealed"]["results"]):
         raise RuntimeError(f"selftest with {parties} parties failed")
-    ops = {r["op"]: r["seconds"] for r in first["rows"]}
-    stats = first["stats"]
-    return {"parties": parties, "total_s": first["seconds"], "ops": ops,
-            "rounds": stats["rounds"], "bytes_sent": stats["bytes_sent"]}
+    ops = {r["op"]: r["seconds"] for r in first["revealed"]["results"]}
+    t = first["timings"]
+    return {"parties": parties, "total_s": t["protocol_seconds"], "ops": ops,
+            "rounds": t["rounds"], "bytes_sent": t["bytes_sent"]}
 
 
 def table(counts: tuple[int, ...] = (2, 3, 4, 6, 8)) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
 """Benchmark workloads shared by every engine (smpc over gRPC, stock CrypTen over gloo).
 
-Each workload takes an already-initialized `crypten` module, runs one secret
-computation and returns a dict of results. Nothing here is transport-specific:
-the caller sets up the communicator and provider, and times the call.
+Each workload takes an already-initialized `crypten` module and a function that
+opens a secret result (smpc: `session.reveal`, the only opening its engine
+allows; stock CrypTen: `get_plain_text`), runs one secret computation and
+returns a dict of results. Nothing here is transport-specific: the caller sets
+up the communicator and provider, and times the call.
 
 Plaintext inputs come from a fixed public seed, so every party builds the same
 tensors; each party then encrypts only what it owns (`src=` its rank). The
@@ -72,7 +74,7 @@ def _plaintext_logreg(rows: int, features: int, batch: int, lr: float) -> float:
     x, y = _logreg_data(rows, features)
     xd, yd = x.double(), y.double()
     w = torch.zeros(features, 1, dtype=torch.float64)
-    from protocols.horizontal.logistic_regression import batches
+    from protocols.blocks.training import batches
 
     for start, end in batches(rows, batch):
         xb, yb = xd[start:end], yd[start:end]
@@ -87,20 +89,28 @@ def _row_slices(rows: int, parties: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-def matmul(crypten: ModuleType, n: int) -> dict[str, Any]:
-    """n x n secret matmul (A from party 0, B from party 1), decrypted at the end."""
+Opener = Callable[[Any], torch.Tensor]
+
+
+def plain_text(secret: Any) -> torch.Tensor:
+    """Stock CrypTen's opening (what the gloo baseline uses)."""
+    return secret.get_plain_text()
+
+
+def matmul(crypten: ModuleType, n: int, open_: Opener = plain_text) -> dict[str, Any]:
+    """n x n secret matmul (A from party 0, B from party 1), opened at the end."""
     a, b, expected = _matmul_inputs(n)
     world_size = crypten.communicator.get().get_world_size()
     a_enc = crypten.cryptensor(a, src=0)
     b_enc = crypten.cryptensor(b, src=1 % world_size)
-    out = a_enc.matmul(b_enc).get_plain_text()
+    out = open_(a_enc.matmul(b_enc))
     return {"max_error": float((out - expected).abs().max())}
 
 
-def relu(crypten: ModuleType, n: int) -> dict[str, Any]:
-    """ReLU of n secret elements from party 0, decrypted at the end."""
+def relu(crypten: ModuleType, n: int, open_: Opener = plain_text) -> dict[str, Any]:
+    """ReLU of n secret elements from party 0, opened at the end."""
     x, expected = _relu_inputs(n)
-    out = crypten.cryptensor(x, src=0).relu().get_plain_text()
+    out = open_(crypten.cryptensor(x, src=0).relu())
     return {"max_error": float((out - expected).abs().max())}
 
 
@@ -111,16 +121,17 @@ def logreg_epoch(
     batch: int = 128,
     lr: float = LOGREG_LR,
     sigmoid: str = "exact",
+    open_: Opener = plain_text,
 ) -> dict[str, Any]:
     """One epoch of mini-batch SGD logistic regression on row-partitioned secret data.
 
     Party i encrypts its own contiguous slice of rows (features and labels);
     the weights start at an encrypted zero. Returns the accuracy of the
-    decrypted weights on the plaintext data, next to the accuracy of the same
+    opened weights on the plaintext data, next to the accuracy of the same
     epoch (same batches) run in plaintext float64 with the exact sigmoid.
     `sigmoid` 'piecewise' uses SecureML's clip(1/2 + z/4, 0, 1) in the secure run.
     """
-    from protocols.horizontal.logistic_regression import sgd_epoch
+    from protocols.blocks.training import logistic_sgd_epoch
 
     x, y = _logreg_data(rows, features)
     world_size = crypten.communicator.get().get_world_size()
@@ -128,15 +139,15 @@ def logreg_epoch(
     x_enc = crypten.cat([crypten.cryptensor(x[s:e], src=r) for r, (s, e) in enumerate(slices)])
     y_enc = crypten.cat([crypten.cryptensor(y[s:e], src=r) for r, (s, e) in enumerate(slices)])
     w = crypten.cryptensor(torch.zeros(features, 1), src=0)
-    w = sgd_epoch(x_enc, y_enc, w, batch, lr, sigmoid)
-    w_plain = w.get_plain_text()
+    w = logistic_sgd_epoch(x_enc, y_enc, w, batch, lr, sigmoid)
+    w_plain = open_(w)
     return {
         "accuracy": _accuracy(x, y, w_plain),
         "plaintext_accuracy": _plaintext_logreg(rows, features, batch, lr),
     }
 
 
-Workload = Callable[[ModuleType], dict[str, Any]]
+Workload = Callable[..., dict[str, Any]]
 
 STANDARD_EPOCH = "logreg epoch 10k x 20, batch 128"
 """The epoch as CrypTen runs it (exact sigmoid): what the epoch target compares against."""

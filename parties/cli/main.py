@@ -49,7 +49,6 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `smpc` console script."""
     args = parser().parse_args(argv)
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # our errors say what gRPC's log lines would
     heap.keep_freed_memory()  # large buffers are reused instead of faulted in again
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     from parties.consortium.config import ConfigError

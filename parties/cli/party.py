@@ -86,7 +86,7 @@ def cmd_party(args: argparse.Namespace) -> int:
     for table in prepared.loaded.values():
         if table is not None and table.ignored_columns:
             print(f"{me}: {table.path}: ignoring columns not in the schema: "
-                  f"{', '.join(table.ignored_columns)}", file=sys.stderr, flush=True)
+                  f"{', '.join(table.ignored_columns)}", flush=True)
     progress = json_progress if args.log_json else (None if args.quiet else print_progress)
     control = args.control == "stdin"
     _limit_run_time(args.max_run_time)

@@ -105,6 +105,9 @@ def _where(path: Path, lines: Mapping[KeyPath, int], keys: KeyPath) -> str:
     return f"{path}:{line}" if line else str(path)
 
 
+RANDOMNESS = ("dealer", "insecure-trusted-first-party")
+
+
 @dataclass(frozen=True)
 class Consortium:
     """A validated consortium file. `protocol_file` is absolute; None for an installed protocol."""
@@ -121,6 +124,9 @@ class Consortium:
     inputs: dict[str, str]
     tables: dict[str, TableSchema]
     reveal: tuple[Reveal, ...]
+    # where correlated randomness comes from: the dealer node, or (tests and benchmarks
+    # only) CrypTen's trusted first party, which lets party 0 know every party's masks
+    randomness: str = "dealer"
     _lines: Mapping[KeyPath, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -291,12 +297,16 @@ def load_consortium(path: str | Path) -> Consortium:
     doc = src.doc
     src.only(doc, (), "consortium file", _TOP, _RETIRED_TOP)
     head = src.get(doc, ("consortium",), "consortium file", dict, {})
-    src.only(head, ("consortium",), "[consortium]", ("name", "ca"))
+    src.only(head, ("consortium",), "[consortium]", ("name", "ca", "randomness"))
     name = src.get(head, ("consortium", "name"), "[consortium]", str, path.stem)
     if not NAME.match(name):
         raise src.error(("consortium", "name"), f"[consortium]: name {name!r} must be lowercase "
                                                 "letters, digits, '-' or '_'")
     ca = src.get(head, ("consortium", "ca"), "[consortium]", str, "")
+    randomness = src.get(head, ("consortium", "randomness"), "[consortium]", str, "dealer")
+    if randomness not in RANDOMNESS:
+        raise src.error(("consortium", "randomness"), f"[consortium]: randomness {randomness!r} "
+                                                      f"must be one of {', '.join(RANDOMNESS)}")
     parties = _parties(src)
     dealer_raw = src.get(doc, ("dealer",), "consortium file", dict)
     src.only(dealer_raw, ("dealer",), "[dealer]", ("address",))
@@ -317,7 +327,7 @@ def load_consortium(path: str | Path) -> Consortium:
                       protocol=protocol, protocol_version=version,
                       protocol_file=_protocol_file(src, proto), parameters=dict(params),
                       inputs=inputs, tables=tables, reveal=_reveals(src, parties),
-                      _lines=src.lines)
+                      randomness=randomness, _lines=src.lines)
 
 
 def _parties(src: _Source) -> list[Party]:

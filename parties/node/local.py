@@ -116,7 +116,8 @@ def run_local(consortium_path: str | Path, policies: dict[str, str] | None = Non
     smpc = [sys.executable, "-m", "parties.cli"]
     commands = {p: [*smpc, "party", "--consortium", str(consortium.path), "--as", p,
                     "--policy", str(paths[p]), *flags] for p in consortium.party_names}
-    commands[DEALER] = [*smpc, "dealer", "--consortium", str(consortium.path), *flags]
+    if consortium.randomness == "dealer":
+        commands[DEALER] = [*smpc, "dealer", "--consortium", str(consortium.path), *flags]
     tic = time.perf_counter()
     run = launch(commands, timeout=None if max_run_time is None else max_run_time + 60,
                  echo=echo)
@@ -146,7 +147,8 @@ def baselines(protocol: Protocol, params: Any, tables: dict[str, list[PlainTable
 
 
 def write_generated(target: str, parties: int, folder: Path, insecure: bool = False,
-                    parameters: dict[str, Any] | None = None) -> Path:
+                    parameters: dict[str, Any] | None = None, randomness: str = "dealer"
+                    ) -> Path:
     """A consortium for a protocol that takes no data: `parties` parties, all outputs to all.
 
     `target` is a registered protocol name or a Python file defining PROTOCOL;
@@ -164,7 +166,8 @@ def write_generated(target: str, parties: int, folder: Path, insecure: bool = Fa
                           "`smpc local CONSORTIUM.toml`")
     names = [f"party{i}" for i in range(parties)]
     lines = ["[consortium]", f'name = "local-{protocol.name}"',
-             'ca = ""' if insecure else 'ca = "certs/ca.pem"', ""]
+             'ca = ""' if insecure else 'ca = "certs/ca.pem"', f'randomness = "{randomness}"',
+             ""]
     for name in names:
         lines += ["[[parties]]", f'name = "{name}"', 'address = "127.0.0.1:0"', ""]
     lines += ["[dealer]", 'address = "127.0.0.1:0"', "", "[protocol]",
@@ -191,9 +194,11 @@ def write_generated(target: str, parties: int, folder: Path, insecure: bool = Fa
 
 def run_generated(target: str, parties: int, insecure: bool = False, echo: Any = None,
                   timeout: float = 120.0, extra: list[str] | None = None,
-                  parameters: dict[str, Any] | None = None) -> LocalOutcome:
+                  parameters: dict[str, Any] | None = None, randomness: str = "dealer"
+                  ) -> LocalOutcome:
     """`smpc local --parties N PROTOCOL`: a generated consortium in a temporary folder."""
     with tempfile.TemporaryDirectory(prefix="smpc-local-") as tmp:
-        consortium = write_generated(target, parties, Path(tmp), insecure, parameters)
+        consortium = write_generated(target, parties, Path(tmp), insecure, parameters,
+                                     randomness)
         return run_local(consortium, insecure=insecure, echo=echo, timeout=timeout,
                          extra=extra)

@@ -211,7 +211,7 @@ def node_spec(consortium: Consortium, name: str, listen: str | None, options: Li
     return runtime.NodeSpec(
         name=name, parties=consortium.party_names, session_id=consortium.name,
         listen=listen or "0.0.0.0:" + own.rpartition(":")[2], addresses=addresses,
-        options=options, torch_threads=threads, tls=tls)
+        provider=consortium.randomness, options=options, torch_threads=threads, tls=tls)
 
 
 def agree(prepared: Prepared, listen: str | None, options: LinkOptions, control: bool,

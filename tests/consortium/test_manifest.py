@@ -36,9 +36,7 @@ learning_rate = 0.5
 [tables.patients]
 features = ["age", "dose"]
 label = "outcome"
-
-[tables.patients.types]
-outcome = "binary"
+classes = [0, 1]
 
 # metrics go to everyone
 [[reveal]]
@@ -85,7 +83,7 @@ def test_manifest_of_a_good_file(tmp_path: Path) -> None:
         (('name = "logistic-regression"', 'name = "logistic-regression"\nversion = "7"'),
          'version = "7"', "the consortium wants logistic-regression version 7, this "
                           "installation has version 2"),
-        (('label = "outcome"\n', ""), "[tables.patients]",
+        (('label = "outcome"\nclasses = [0, 1]\n', ""), "[tables.patients]",
          "input 'train' needs a label column; table 'patients' declares none"),
     ],
 )
@@ -93,8 +91,7 @@ def test_consortium_and_protocol_must_fit(tmp_path: Path, edit: tuple[str, str],
                                           message: str) -> None:
     text = GOOD.replace(*edit)
     assert text != GOOD
-    path = _write(tmp_path, text.replace('outcome = "binary"\n', "") if "label" in edit[0]
-                  else text)
+    path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         manifest.build(load_consortium(path))
     assert message in str(info.value)
