@@ -81,6 +81,10 @@ def cmd_party(args: argparse.Namespace) -> int:
 
     prepared = party.prepare_party(args.consortium, args.as_, args.policy, args.insecure)
     me = f"smpc party [{args.as_}]"
+    if prepared.consortium.randomness != "dealer":
+        print(f"WARNING: {me}: randomness = \"{prepared.consortium.randomness}\": the first "
+              "party knows every party's masks; for tests and benchmarks only", file=sys.stderr,
+              flush=True)
     if prepared.data_error is not None:  # said at once; the peers are then told only that
         print(f"{me}: error: {prepared.data_error}", file=sys.stderr, flush=True)
     for table in prepared.loaded.values():

@@ -89,8 +89,8 @@ def policy_paths(consortium: Consortium, given: dict[str, str]) -> dict[str, Pat
 
 def run_local(consortium_path: str | Path, policies: dict[str, str] | None = None,
               insecure: bool = False, echo: Any = None, timeout: float = 120.0,
-              max_run_time: float | None = None, extra: list[str] | None = None
-              ) -> LocalOutcome:
+              max_run_time: float | None = None, extra: list[str] | None = None,
+              announce: bool = True) -> LocalOutcome:
     """Every party and the dealer of a consortium on loopback, then the plaintext baselines."""
     consortium = load_consortium(consortium_path)
     protocol = manifest.resolve_protocol(consortium)
@@ -107,7 +107,7 @@ def run_local(consortium_path: str | Path, policies: dict[str, str] | None = Non
             tables.setdefault(input_name, []).append(table)
         assert all(len(v) == rank + 1 for v in tables.values())
     made = None if insecure else ensure_dev_certs(consortium)
-    if made is not None:
+    if made is not None and announce:
         print(f"generated development certificates in {made}", file=sys.stderr)
     flags = ["--listen", "127.0.0.1:0", "--control", "stdin", "--timeout", str(timeout),
              "--threads", "1", *(["--insecure"] if insecure else []), *(extra or [])]
@@ -201,4 +201,4 @@ def run_generated(target: str, parties: int, insecure: bool = False, echo: Any =
         consortium = write_generated(target, parties, Path(tmp), insecure, parameters,
                                      randomness)
         return run_local(consortium, insecure=insecure, echo=echo, timeout=timeout,
-                         extra=extra)
+                         extra=extra, announce=False)
