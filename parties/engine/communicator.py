@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from parties.engine.adapter import load_crypten, reduce_ops
+from parties.engine.compat import load_crypten, reduce_ops
 from parties.wire.transport import Mesh
 
 _Base: Any = load_crypten().communicator.Communicator
@@ -164,6 +164,19 @@ class GrpcCommunicator(_Base):
             raise ValueError("irecv needs a source rank")
         name = self._name_of(src)
         return _PendingRecv(self, tensor, name, self.mesh.next_recv_tag(name))
+
+    def exchange(self, outgoing: dict[int, torch.Tensor], sources: Sequence[int]
+                 ) -> dict[int, torch.Tensor]:
+        """One round: send `outgoing[r]` to each rank r, receive one tensor from each `sources`."""
+        if not outgoing and not sources:
+            return {}
+
+        def run() -> dict[int, torch.Tensor]:
+            for r, t in outgoing.items():
+                self.mesh.send(self._name_of(r), t)
+            return {r: self.mesh.recv(self._name_of(r)) for r in sources}
+
+        return self._round(run)
 
     # ------------------------------------------------------------ collectives
     def scatter(self, scatter_list: list[torch.Tensor], src: int, size: Any = None,

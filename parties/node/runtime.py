@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from parties.engine import adapter as crypten_adapter
+from parties.engine import context as engine_context
 from parties.wire.transport import LinkOptions, Mesh, PeerError
 
 log = logging.getLogger("smpc.runtime")
@@ -198,13 +198,14 @@ def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any
     try:
         comm = GrpcCommunicator(mesh, spec.parties)
         if spec.uses_dealer:
-            from parties.dealer.server import make_provider
+            from parties.dealer.provider import make_provider
 
             provider = make_provider(mesh, comm.get_rank(), DEALER)
-            name = crypten_adapter.PROVIDER_DEALER
+            name = engine_context.PROVIDER_DEALER
         else:
-            provider, name = None, crypten_adapter.PROVIDER_INSECURE_TFP
-        crypten_adapter.start_party(comm, provider, name)
+            provider, name = None, engine_context.PROVIDER_INSECURE_TFP
+        # the guard stays off until session.reveal opens with reveal.open_to (the lead's runtime)
+        engine_context.start_party(comm, provider, name, refuse_openings=False)
         session = PartySession(spec.name, comm.get_rank(), comm.get_world_size(), spec.parties,
                                spec.public_seed, comm, on_progress)
         if prepare is not None:
@@ -218,16 +219,16 @@ def run_party(spec: NodeSpec, mesh: Mesh, protocol: Callable[[PartySession], Any
         lost = RunInterrupted(exc.peer, exc.what,
                               session.stage() if session is not None else "while starting")
         mesh.abort(str(lost))
-        crypten_adapter.stop_party()
+        engine_context.stop_party()
         raise lost from None
     except BaseException as exc:
         mesh.abort(f"{type(exc).__name__}: {exc}")
-        crypten_adapter.stop_party()
+        engine_context.stop_party()
         raise
     stats = comm.get_communication_stats()
     stats["dealer_requests"] = provider.source.requests if provider is not None else 0
     stats["dealer_draws"] = provider.source.draws if provider is not None else 0
-    crypten_adapter.stop_party()
+    engine_context.stop_party()
     mesh.close()
     return result, elapsed, stats
 

@@ -1,17 +1,17 @@
-"""The dealer's material, reconstructed in one process: the comparison tables."""
+"""The dealer's material, reconstructed in one process: the comparison tables, bit injection."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from parties.dealer import material as cr
 from parties.dealer.server import DealerError, _check_request
+from parties.engine import correlated as cr
 
 
 def _streams(seed: int, parties: int) -> list[cr.Stream]:
     """Each party's stream for one draw (the dealer replays the same ones)."""
-    return [cr.keyed_stream(seed + i, 0, "test") for i in range(parties)]
+    return [cr.keyed_stream(bytes([seed + i]) * cr.SEED_BYTES, 0, "test") for i in range(parties)]
 
 
 def _simulated_ltz(x: torch.Tensor, digit_bits: int, parties: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import io
 
 import torch
 
-from parties.engine.adapter import load_crypten
+from parties.engine import load_crypten
 
 
 def test_import_works_on_this_torch() -> None:
