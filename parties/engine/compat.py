@@ -2,8 +2,10 @@
 
 :func:`load_crypten` imports crypten with every compatibility fix for torch
 2.13 applied (a moved ONNX module, torch.load's new weights_only default, the
-dynamo exporter, an off-by-one in fixed-point decoding, slow config reads).
-It installs no party state: that is parties/engine/context.py's job.
+dynamo exporter, an off-by-one in fixed-point decoding, slow config reads)
+and makes CrypTen's two process-wide switches that its operations flip
+(config overrides, the autograd switch) per thread. It installs no party
+state: that is parties/engine/context.py's job.
 """
 
 from __future__ import annotations
@@ -168,6 +170,25 @@ def _speed_up_config(config_class: type) -> None:
     config_class.temp_override = temp_override  # type: ignore[attr-defined]
 
 
+def _autograd_switch_per_thread(cryptensor_class: type) -> None:
+    """Make `CrypTensor.AUTOGRAD_ENABLED` (what crypten.no_grad() toggles) a per-thread switch.
+
+    CrypTen keeps it in a class attribute: parties running in threads of one
+    process (the in-process tests) would turn autograd off for each other in the
+    middle of an operation and take different code paths. Each thread starts
+    with autograd on, as CrypTen does.
+    """
+    state = threading.local()
+
+    def get(cls: type) -> bool:
+        return getattr(state, "enabled", True)
+
+    def set_(cls: type, mode: bool) -> None:
+        state.enabled = bool(mode)
+
+    type(cryptensor_class).AUTOGRAD_ENABLED = property(get, set_)  # type: ignore[attr-defined]
+
+
 def load_crypten() -> types.ModuleType:
     """Import crypten with every compatibility fix for current torch applied. Idempotent."""
     global _loaded
@@ -189,6 +210,7 @@ def load_crypten() -> types.ModuleType:
         fn.__defaults__ = tuple(_trusted_torch_load if d is torch.load else d for d in defaults)
     onnx_converter._export_pytorch_model = _export_torchscript
     _speed_up_config(type(crypten.cfg))
+    _autograd_switch_per_thread(crypten.CrypTensor)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     FixedPointEncoder.decode = _fixed_decode
     _loaded = crypten

@@ -220,8 +220,8 @@ def start_party(communicator: Any, provider: Any, provider_name: str, *,
         if not hasattr(provider, "draw"):
             raise ValueError("the dealer provider must come from parties.dealer.provider")
     elif provider_name == PROVIDER_INSECURE_TFP:
-        provider = vars(crypten.mpc)["__SUPPORTED_PROVIDERS"]["TFP"] if provider is None \
-            else provider
+        if provider is None:  # one per party: its tracing caches are the party's own
+            provider = crypten.mpc.provider.TrustedFirstParty()
     else:
         raise ValueError(f"provider {provider_name!r} is not {PROVIDER_DEALER} or "
                          f"{PROVIDER_INSECURE_TFP}")
