@@ -19,6 +19,12 @@ from parties.engine import correlated as cr
 from parties.engine.compat import load_crypten
 from parties.wire.transport import Mesh, PeerError
 
+load_crypten()
+
+from crypten.mpc.primitives import ArithmeticSharedTensor as AST  # noqa: E402
+from crypten.mpc.primitives import BinarySharedTensor as BST  # noqa: E402
+from crypten.mpc.provider.provider import TupleProvider  # noqa: E402
+
 
 class _ShareSource:
     """A party's end of the dealer: its seed, its draw counter and, for party 0, the link."""
@@ -56,72 +62,74 @@ class _ShareSource:
         return shares, lambda: last
 
 
-def make_provider(mesh: Mesh, rank: int, dealer: str) -> Any:
-    """A CrypTen TupleProvider whose material comes from the dealer over `mesh`."""
-    crypten = load_crypten()
-    from crypten.mpc.primitives import ArithmeticSharedTensor as AST
-    from crypten.mpc.primitives import BinarySharedTensor as BST
+class DealerProvider(TupleProvider):  # type: ignore[misc]
+    """CrypTen's TupleProvider over a dealer share source.
 
-    base = crypten.mpc.provider.provider.TupleProvider
+    The engine's primitives call `draw` directly; CrypTen's provider methods
+    (the original protocols, the active-security check) get the whole draw at
+    once. Tracing is refused: nothing would ever read a traced cache.
+    """
 
-    class DealerProvider(base):  # type: ignore[misc, valid-type]
-        NAME = "DEALER"
+    NAME = "DEALER"
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.source = _ShareSource(mesh, rank, dealer)
+    def __init__(self, source: _ShareSource) -> None:
+        super().__init__()
+        self.source = source
 
-        def draw(self, kind: str, req: dict[str, Any]
-                 ) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor]]:
-            return self.source.draw(kind, req)
+    def draw(self, kind: str, req: dict[str, Any]
+             ) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor]]:
+        return self.source.draw(kind, req)
 
-        def trace(self, tracing: bool = True) -> None:
-            if tracing:
-                _no_tracing("crypten.trace()")
+    def trace(self, tracing: bool = True) -> None:
+        if tracing:
+            _no_tracing("crypten.trace()")
 
-        def trace_once(self) -> None:
-            _no_tracing("crypten.trace_once()")
+    def trace_once(self) -> None:
+        _no_tracing("crypten.trace_once()")
 
-        def fill_cache(self) -> None:
-            _no_tracing("crypten.fill_cache()")
+    def fill_cache(self) -> None:
+        _no_tracing("crypten.fill_cache()")
 
-        def save_cache(self, filepath: Any = None) -> None:
-            _no_tracing("the provider's save_cache()")
+    def save_cache(self, filepath: Any = None) -> None:
+        _no_tracing("the provider's save_cache()")
 
-        def load_cache(self, filepath: Any = None) -> None:
-            _no_tracing("the provider's load_cache()")
+    def load_cache(self, filepath: Any = None) -> None:
+        _no_tracing("the provider's load_cache()")
 
-        def _sync(self, kind: str, req: dict[str, Any]) -> list[torch.Tensor]:
-            shares, last = self.draw(kind, req)
-            return [*shares, last()]
+    def _sync(self, kind: str, req: dict[str, Any]) -> list[torch.Tensor]:
+        shares, last = self.draw(kind, req)
+        return [*shares, last()]
 
-        def generate_additive_triple(self, size0: Any, size1: Any, op: str, device: Any = None,
-                                     *args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
-            if args:
-                raise TypeError("positional arguments to the bilinear op are not supported")
-            req = {"size0": torch.Size(size0), "size1": torch.Size(size1), "op": op,
-                   "kwargs": kwargs}
-            a, b, c = self._sync(cr.ADDITIVE, req)
-            return tuple(AST.from_shares(t, precision=0) for t in (a, b, c))
+    def generate_additive_triple(self, size0: Any, size1: Any, op: str, device: Any = None,
+                                 *args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
+        if args:
+            raise TypeError("positional arguments to the bilinear op are not supported")
+        req = {"size0": torch.Size(size0), "size1": torch.Size(size1), "op": op,
+               "kwargs": kwargs}
+        a, b, c = self._sync(cr.ADDITIVE, req)
+        return tuple(AST.from_shares(t, precision=0) for t in (a, b, c))
 
-        def square(self, size: Any, device: Any = None) -> tuple[Any, Any]:
-            r, r2 = self._sync(cr.SQUARE, {"size0": torch.Size(size)})
-            return AST.from_shares(r, precision=0), AST.from_shares(r2, precision=0)
+    def square(self, size: Any, device: Any = None) -> tuple[Any, Any]:
+        r, r2 = self._sync(cr.SQUARE, {"size0": torch.Size(size)})
+        return AST.from_shares(r, precision=0), AST.from_shares(r2, precision=0)
 
-        def generate_binary_triple(self, size0: Any, size1: Any, device: Any = None
-                                   ) -> tuple[Any, Any, Any]:
-            req = {"size0": torch.Size(size0), "size1": torch.Size(size1)}
-            return tuple(BST.from_shares(t) for t in self._sync(cr.BINARY, req))
+    def generate_binary_triple(self, size0: Any, size1: Any, device: Any = None
+                               ) -> tuple[Any, Any, Any]:
+        req = {"size0": torch.Size(size0), "size1": torch.Size(size1)}
+        return tuple(BST.from_shares(t) for t in self._sync(cr.BINARY, req))
 
-        def wrap_rng(self, size: Any, device: Any = None) -> tuple[Any, Any]:
-            r, theta = self._sync(cr.WRAPS, {"size0": torch.Size(size)})
-            return AST.from_shares(r, precision=0), AST.from_shares(theta, precision=0)
+    def wrap_rng(self, size: Any, device: Any = None) -> tuple[Any, Any]:
+        r, theta = self._sync(cr.WRAPS, {"size0": torch.Size(size)})
+        return AST.from_shares(r, precision=0), AST.from_shares(theta, precision=0)
 
-        def B2A_rng(self, size: Any, device: Any = None) -> tuple[Any, Any]:  # noqa: N802
-            rb, ra = self._sync(cr.B2A, {"size0": torch.Size(size)})
-            return AST.from_shares(ra, precision=0), BST.from_shares(rb)
+    def B2A_rng(self, size: Any, device: Any = None) -> tuple[Any, Any]:  # noqa: N802
+        rb, ra = self._sync(cr.B2A, {"size0": torch.Size(size)})
+        return AST.from_shares(ra, precision=0), BST.from_shares(rb)
 
-    return DealerProvider()
+
+def make_provider(mesh: Mesh, rank: int, dealer: str) -> DealerProvider:
+    """Party `rank`'s provider, its material from the dealer over `mesh` (waits for its seed)."""
+    return DealerProvider(_ShareSource(mesh, rank, dealer))
 
 
 def _no_tracing(what: str) -> NoReturn:
