@@ -44,6 +44,9 @@ BILINEAR_OPS = frozenset(
 )
 
 
+_ZEROS = memoryview(bytes(1 << 18))  # plaintext of the keystream, read in 256 KiB pieces
+
+
 class Stream:
     """A ChaCha20 keystream [Ber08] read as uniform int64 words or bits: the PRG of every share.
 
@@ -60,7 +63,9 @@ class Stream:
         if out.numel() == 0:
             return out
         view = memoryview(out.numpy().reshape(-1).view("u1"))
-        self._cipher.update_into(bytes(len(view)), view)
+        for at in range(0, len(view), len(_ZEROS)):  # keystream = ChaCha20 of zeros
+            part = view[at:at + len(_ZEROS)]
+            self._cipher.update_into(_ZEROS[:len(part)], part)
         if sys.byteorder == "big" and out.element_size() > 1:
             out.numpy().byteswap(inplace=True)
         return out
