@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parties.dealer.server import DealerError, _check_request
 from parties.engine import correlated as cr
 
 
@@ -61,16 +60,6 @@ def test_tables_are_the_truth_tables_of_r(digit_bits: int) -> None:
         bits = torch.arange(cr.ltz_digits(digit_bits))
         assert torch.equal((lt.unsqueeze(1) >> bits) & 1, want_lt)
         assert torch.equal((eq.unsqueeze(1) >> bits) & 1, want_eq)
-
-
-def test_dealer_refuses_odd_comparison_requests() -> None:
-    with pytest.raises(DealerError, match="digits of 5 bits"):
-        _check_request({"kind": cr.LTZ, "counter": 0, "size0": torch.Size([4]), "digit_bits": 5},
-                       ["p0"])
-    with pytest.raises(DealerError, match="comparison tables"):
-        _check_request({"kind": cr.LTZ, "counter": 0, "size0": torch.Size([1 << 27]),
-                        "digit_bits": 8},
-                       ["p0"])
 
 
 @pytest.mark.parametrize("parties", [2, 3])
