@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from parties.engine.adapter import load_crypten
+from parties.engine import load_crypten
 
 try:  # imported as benchmarks.gloo_baseline
     from .workloads import EXPENSIVE, WORKLOADS

@@ -1,12 +1,13 @@
 """The dealer: a node that supplies correlated randomness and sees no data.
 
-The dealer sends each party a fresh secret seed over that party's link. From
-then on every party expands its own shares locally (parties/correlated.py),
-from a generator keyed by its seed, the draw's counter and its descriptor;
-only party 0 needs its correction share from the dealer. The dealer sends
-corrections ahead when the requests repeat (parties/prefetch.py); otherwise
-party 0 asks as soon as the protocol knows the shape and collects the answer
-only after its opening round is on the wire.
+The dealer sends each party a fresh secret 256-bit seed over that party's
+link. From then on every party expands its own shares locally
+(parties/engine/correlated.py), from a ChaCha20 stream keyed by its seed, the
+draw's counter and its descriptor; only party 0 needs its correction share
+from the dealer. The dealer sends corrections ahead when the requests repeat
+(parties/dealer/prefetch.py); otherwise party 0 asks as soon as the protocol
+knows the shape and collects the answer only after its opening round is on
+the wire. The party's side is parties/dealer/provider.py.
 
 The dealer learns shapes and the operation (public anyway) and nothing about
 inputs or outputs: it never receives a share of any secret value. It must not
@@ -18,15 +19,13 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from parties.dealer import material as cr
 from parties.dealer import prefetch
-from parties.engine.adapter import load_crypten
-from parties.wire.transport import Mesh, PeerClosed, PeerError
+from parties.engine import correlated as cr
+from parties.wire.transport import Mesh, PeerClosed
 
 log = logging.getLogger("smpc.dealer")
 
@@ -71,7 +70,7 @@ def _check_request(req: Any, parties: list[str]) -> tuple[str, dict[str, Any]]:
 class Dealer:
     """What the dealer knows: every party's seed and the line of party 0's requests."""
 
-    def __init__(self, seeds: list[int], party0: str, served: Counter[str]) -> None:
+    def __init__(self, seeds: list[bytes], party0: str, served: Counter[str]) -> None:
         self.seeds, self.party0, self.served = seeds, party0, served
         self.line = prefetch.Predictor()
 
@@ -79,7 +78,7 @@ class Dealer:
         """The reply to one message from party 0: a request, or a refill of guesses.
 
         A request is answered with its correction and the next guesses
-        (parties/prefetch.py), a refill with more guesses.
+        (parties/dealer/prefetch.py), a refill with more guesses.
         """
         refill = isinstance(msg, dict) and "refill" in msg
         if refill:
@@ -115,9 +114,9 @@ class Dealer:
 def serve(mesh: Mesh, parties: list[str], served: Counter[str],
           idle_timeout: float = 3600.0) -> None:
     """Run the dealer until party 0 closes its link, counting what it serves in `served`."""
-    seeds = [secrets.randbits(63) for _ in parties]
+    seeds = [secrets.token_bytes(cr.SEED_BYTES) for _ in parties]
     for party, seed in zip(parties, seeds, strict=True):
-        mesh.send(party, torch.tensor(seed, dtype=torch.long))
+        mesh.send(party, torch.frombuffer(bytearray(seed), dtype=torch.uint8))
     dealer = Dealer(seeds, parties[0], served)
     while True:
         try:
@@ -127,90 +126,3 @@ def serve(mesh: Mesh, parties: list[str], served: Counter[str],
         header, flat = dealer.answer(msg)
         mesh.send(parties[0], header)
         mesh.send(parties[0], flat)
-
-
-class _ShareSource:
-    """A party's end of the dealer: its seed, its draw counter and, for party 0, the link."""
-
-    def __init__(self, mesh: Mesh, rank: int, dealer: str) -> None:
-        self.rank = rank
-        seed = mesh.recv(dealer)
-        if not isinstance(seed, torch.Tensor) or seed.dtype != torch.long or seed.numel() != 1:
-            raise PeerError(dealer, "sent a malformed seed")
-        self.seed = int(seed.item())
-        self.draws = 0
-        self.prefetch = prefetch.Prefetcher(lambda obj: mesh.send(dealer, obj),
-                                            lambda: mesh.recv(dealer)) if rank == 0 else None
-
-    @property
-    def requests(self) -> int:
-        """Messages party 0 sent the dealer."""
-        return self.prefetch.messages if self.prefetch is not None else 0
-
-    def draw(self, kind: str, req: dict[str, Any]
-             ) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor]]:
-        """This party's shares for `req`, and a function giving the last share.
-
-        On party 0 the last share is the dealer's correction: prefetched, or
-        requested now and received when the function is called.
-        """
-        counter, descriptor = self.draws, cr.describe(kind, req)
-        self.draws += 1
-        shares = cr.party_shares(kind, cr.keyed_stream(self.seed, counter, descriptor),
-                                 self.rank, req)
-        if self.prefetch is not None:
-            return shares, self.prefetch.correction(counter, descriptor, kind, req)
-        last = shares.pop()
-        return shares, lambda: last
-
-
-def make_provider(mesh: Mesh, rank: int, dealer: str) -> Any:
-    """A CrypTen TupleProvider whose material comes from the dealer over `mesh`."""
-    crypten = load_crypten()
-    from crypten.mpc.primitives import ArithmeticSharedTensor as AST
-    from crypten.mpc.primitives import BinarySharedTensor as BST
-
-    base = crypten.mpc.provider.provider.TupleProvider
-
-    class DealerProvider(base):  # type: ignore[misc, valid-type]
-        NAME = "DEALER"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.source = _ShareSource(mesh, rank, dealer)
-
-        def draw(self, kind: str, req: dict[str, Any]
-                 ) -> tuple[list[torch.Tensor], Callable[[], torch.Tensor]]:
-            return self.source.draw(kind, req)
-
-        def _sync(self, kind: str, req: dict[str, Any]) -> list[torch.Tensor]:
-            shares, last = self.draw(kind, req)
-            return [*shares, last()]
-
-        def generate_additive_triple(self, size0: Any, size1: Any, op: str, device: Any = None,
-                                     *args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
-            if args:
-                raise TypeError("positional arguments to the bilinear op are not supported")
-            req = {"size0": torch.Size(size0), "size1": torch.Size(size1), "op": op,
-                   "kwargs": kwargs}
-            a, b, c = self._sync(cr.ADDITIVE, req)
-            return tuple(AST.from_shares(t, precision=0) for t in (a, b, c))
-
-        def square(self, size: Any, device: Any = None) -> tuple[Any, Any]:
-            r, r2 = self._sync(cr.SQUARE, {"size0": torch.Size(size)})
-            return AST.from_shares(r, precision=0), AST.from_shares(r2, precision=0)
-
-        def generate_binary_triple(self, size0: Any, size1: Any, device: Any = None
-                                   ) -> tuple[Any, Any, Any]:
-            req = {"size0": torch.Size(size0), "size1": torch.Size(size1)}
-            return tuple(BST.from_shares(t) for t in self._sync(cr.BINARY, req))
-
-        def wrap_rng(self, size: Any, device: Any = None) -> tuple[Any, Any]:
-            r, theta = self._sync(cr.WRAPS, {"size0": torch.Size(size)})
-            return AST.from_shares(r, precision=0), AST.from_shares(theta, precision=0)
-
-        def B2A_rng(self, size: Any, device: Any = None) -> tuple[Any, Any]:  # noqa: N802
-            rb, ra = self._sync(cr.B2A, {"size0": torch.Size(size)})
-            return AST.from_shares(ra, precision=0), BST.from_shares(rb)
-
-    return DealerProvider()

@@ -1,12 +1,14 @@
-"""The CrypTen compatibility fixes for torch 2.13."""
+"""The CrypTen compatibility fixes for torch 2.13, and its process-wide switches made per thread."""
 
 from __future__ import annotations
 
 import io
+import threading
+from typing import Any
 
 import torch
 
-from parties.engine.adapter import load_crypten
+from parties.engine import load_crypten
 
 
 def test_import_works_on_this_torch() -> None:
@@ -42,3 +44,31 @@ def test_from_pytorch_uses_the_torchscript_exporter() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU())
     secure = crypten.nn.from_pytorch(model, torch.empty(1, 3))
     assert len(list(secure.parameters())) == 2
+
+
+def _in_thread(fn: Any) -> Any:
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join(10)
+    return out[0]
+
+
+def test_config_overrides_apply_to_the_calling_thread_only() -> None:
+    crypten = load_crypten()
+    before = crypten.cfg.functions.exp_iterations
+    with crypten.cfg.temp_override({"functions.exp_iterations": before + 5}):
+        assert crypten.cfg.functions.exp_iterations == before + 5
+        assert _in_thread(lambda: crypten.cfg.functions.exp_iterations) == before
+        with crypten.cfg.temp_override({"functions.log_iterations": 7}):
+            assert crypten.cfg.functions.exp_iterations == before + 5  # nested: both apply
+            assert crypten.cfg.functions.log_iterations == 7
+    assert crypten.cfg.functions.exp_iterations == before
+
+
+def test_crypten_no_grad_applies_to_the_calling_thread_only() -> None:
+    crypten = load_crypten()
+    with crypten.no_grad():
+        assert crypten.CrypTensor.AUTOGRAD_ENABLED is False
+        assert _in_thread(lambda: crypten.CrypTensor.AUTOGRAD_ENABLED) is True
+    assert crypten.CrypTensor.AUTOGRAD_ENABLED is True

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from parties.dealer import material as cr
 from parties.dealer import prefetch
 from parties.dealer.server import Dealer
+from parties.engine import correlated as cr
 
-SEEDS = [11, 22, 33]
+SEEDS = [bytes([11]) * 32, bytes([22]) * 32, bytes([33]) * 32]
 
 
 def _requests(pattern: str, steps: int) -> list[tuple[str, dict[str, Any]]]:
@@ -76,11 +76,12 @@ def test_surprises_fall_back_to_asking() -> None:
 
 
 def test_keyed_draws_differ_by_counter_and_request() -> None:
-    a = cr.ring(cr.keyed_stream(1, 0, "x"), [4])
-    assert not torch.equal(a, cr.ring(cr.keyed_stream(1, 1, "x"), [4]))
-    assert not torch.equal(a, cr.ring(cr.keyed_stream(1, 0, "y"), [4]))
-    assert not torch.equal(a, cr.ring(cr.keyed_stream(2, 0, "x"), [4]))
-    assert torch.equal(a, cr.ring(cr.keyed_stream(1, 0, "x"), [4]))
+    one, two = SEEDS[0], SEEDS[0][:-1] + b"\x00"  # seeds differing in their last byte only
+    a = cr.ring(cr.keyed_stream(one, 0, "x"), [4])
+    assert not torch.equal(a, cr.ring(cr.keyed_stream(one, 1, "x"), [4]))
+    assert not torch.equal(a, cr.ring(cr.keyed_stream(one, 0, "y"), [4]))
+    assert not torch.equal(a, cr.ring(cr.keyed_stream(two, 0, "x"), [4]))
+    assert torch.equal(a, cr.ring(cr.keyed_stream(one, 0, "x"), [4]))
 
 
 def test_large_requests_are_never_guessed() -> None:

@@ -1,11 +1,11 @@
-"""Correlated randomness from seeds: what the dealer and each party derive.
+"""Correlated randomness: the material formats the dealer and every party compute.
 
-The dealer gives each party i a secret seed s_i (over that party's link). Each
-draw of material is then expanded from a ChaCha20 stream keyed by s_i, the
-draw's counter and its descriptor (:func:`keyed_stream`), on the party and, in
-replay, on the dealer, so every party's share of a, b (and, for i > 0, of c)
-costs no communication at all; only party 0's share of c, the *correction*,
-must come from the dealer:
+The dealer gives each party i a secret 256-bit seed s_i (over that party's
+link). Each draw of material is then expanded from a ChaCha20 stream keyed by
+s_i, the draw's counter and its descriptor (:func:`keyed_stream`), on the
+party and, in replay, on the dealer, so every party's share of a, b (and, for
+i > 0, of c) costs no communication at all; only party 0's share of c, the
+*correction*, must come from the dealer:
 
     c_0 = f(sum_i a_i, sum_i b_i) - sum_{i>0} c_i          (a la [Bea91], [DPSZ12])
 
@@ -14,7 +14,10 @@ wrap counts of random sharings (for truncation, as in CrypTen's [KVK+21]) and
 random bits in both arithmetic and binary form (B2A), a bit times a masked
 value (BIT_MUL: [b]_B * [x]_A in one round, ABY3's bit injection), and the material of a
 one-round-opening comparison (LTZ): a random [r] with XOR-shared one-time truth
-tables of its digits [IKMOP13], see :func:`ltz_tables`. Pure functions, no I/O.
+tables of its digits [IKMOP13], see :func:`ltz_tables`.
+
+The engine's primitives (parties/engine/primitives) consume this material and
+the dealer (parties/dealer) produces it. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 RING_LOW, RING_HIGH = -(2**63), 2**63 - 1
+SEED_BYTES = 32  # a dealer seed or a stream key: 256 bits
 
 # dealer request kinds
 ADDITIVE, SQUARE, BINARY, WRAPS, B2A, LTZ, BIT_MUL = (
@@ -38,6 +42,9 @@ LOW_BITS = 2**63 - 1
 BILINEAR_OPS = frozenset(
     {"mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"}
 )
+
+
+_ZEROS = memoryview(bytes(1 << 18))  # plaintext of the keystream, read in 256 KiB pieces
 
 
 class Stream:
@@ -56,7 +63,9 @@ class Stream:
         if out.numel() == 0:
             return out
         view = memoryview(out.numpy().reshape(-1).view("u1"))
-        self._cipher.update_into(bytes(len(view)), view)
+        for at in range(0, len(view), len(_ZEROS)):  # keystream = ChaCha20 of zeros
+            part = view[at:at + len(_ZEROS)]
+            self._cipher.update_into(_ZEROS[:len(part)], part)
         if sys.byteorder == "big" and out.element_size() > 1:
             out.numpy().byteswap(inplace=True)
         return out
@@ -310,12 +319,14 @@ def _canon(v: Any) -> str:
     return repr(v)
 
 
-def keyed_stream(seed: int, counter: int, descriptor: str) -> Stream:
-    """The stream of draw number `counter` with `descriptor`, keyed by a party's seed.
+def keyed_stream(seed: bytes, counter: int, descriptor: str) -> Stream:
+    """The stream of draw number `counter` with `descriptor`, keyed by a party's 256-bit seed.
 
     Distinct (counter, descriptor) pairs give independent streams, so material
     the dealer made for a request that never came cannot reveal anything about
     the material of the request that did.
     """
+    if not isinstance(seed, bytes) or len(seed) != SEED_BYTES:
+        raise ValueError(f"a dealer seed is {SEED_BYTES} bytes")
     return Stream(hashlib.blake2b(f"{counter}|{descriptor}".encode(), digest_size=32,
-                                  key=seed.to_bytes(8, "little")).digest())
+                                  key=seed).digest())

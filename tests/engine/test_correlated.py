@@ -1,17 +1,16 @@
-"""The dealer's material, reconstructed in one process: the comparison tables."""
+"""The dealer's material, reconstructed in one process: the comparison tables, bit injection."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from parties.dealer import material as cr
-from parties.dealer.server import DealerError, _check_request
+from parties.engine import correlated as cr
 
 
 def _streams(seed: int, parties: int) -> list[cr.Stream]:
     """Each party's stream for one draw (the dealer replays the same ones)."""
-    return [cr.keyed_stream(seed + i, 0, "test") for i in range(parties)]
+    return [cr.keyed_stream(bytes([seed + i]) * cr.SEED_BYTES, 0, "test") for i in range(parties)]
 
 
 def _simulated_ltz(x: torch.Tensor, digit_bits: int, parties: int) -> torch.Tensor:
@@ -61,16 +60,6 @@ def test_tables_are_the_truth_tables_of_r(digit_bits: int) -> None:
         bits = torch.arange(cr.ltz_digits(digit_bits))
         assert torch.equal((lt.unsqueeze(1) >> bits) & 1, want_lt)
         assert torch.equal((eq.unsqueeze(1) >> bits) & 1, want_eq)
-
-
-def test_dealer_refuses_odd_comparison_requests() -> None:
-    with pytest.raises(DealerError, match="digits of 5 bits"):
-        _check_request({"kind": cr.LTZ, "counter": 0, "size0": torch.Size([4]), "digit_bits": 5},
-                       ["p0"])
-    with pytest.raises(DealerError, match="comparison tables"):
-        _check_request({"kind": cr.LTZ, "counter": 0, "size0": torch.Size([1 << 27]),
-                        "digit_bits": 8},
-                       ["p0"])
 
 
 @pytest.mark.parametrize("parties", [2, 3])
