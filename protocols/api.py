@@ -312,6 +312,10 @@ class Session(TypingProtocol):
         mix the parties' rows. None when no party provides rows for the input.
         """
 
+    def share_columns(self, input_name: str) -> SharedTable | None:
+        """Every providing party's columns of the same aligned rows, concatenated as shares
+        (vertical partitioning); labels from the lowest-ranked party that has any."""
+
     def reveal(self, outputs: dict[str, Any] | str, value: Any = None,
                to: list[str] | None = None) -> dict[str, Any]:
         """Open declared outputs to their recipients, all in one round.

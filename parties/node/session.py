@@ -55,6 +55,9 @@ class PartySession:
     def share_rows(self, input_name: str, shuffle: bool = True) -> SharedTable | None:
         return sharing.share_rows(self, input_name, shuffle)
 
+    def share_columns(self, input_name: str) -> SharedTable | None:
+        return sharing.share_columns(self, input_name)
+
     # ------------------------------------------------------------ outputs
     def reveal(self, outputs: dict[str, Any] | str, value: Any = None,
                to: list[str] | None = None) -> dict[str, Any]:
