@@ -13,7 +13,7 @@ import torch
 from parties.wire import codec
 from parties.wire import wire_pb2 as pb
 from parties.wire.transport import LinkOptions, Mesh, PeerError, PeerTimeout, SettingError
-from tests.relay import Relay
+from tests.wire.relay import Relay
 
 
 def _mesh(names: list[str], **opts: float) -> dict[str, Mesh]:

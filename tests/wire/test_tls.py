@@ -131,7 +131,7 @@ def _consortium_copy(tmp_path, edit: tuple[str, str]):
     import shutil
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     shutil.copytree(root / "examples" / "hospitals", tmp_path / "h",
                     ignore=shutil.ignore_patterns("*.py", "certs", "checkpoints"))
     path = tmp_path / "h" / "consortium.toml"
