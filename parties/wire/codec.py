@@ -180,7 +180,7 @@ class Assembler:
 # ---------------------------------------------------------------- envelopes on the wire
 #
 # Frame envelopes are written and read here directly in protobuf's wire format
-# (the same bytes protobuf would produce and accept, see proto/parties/wire.proto),
+# (the same bytes protobuf would produce and accept, see proto/parties/wire/wire.proto),
 # so a 1 MiB chunk is copied once on each side instead of four times through
 # protobuf objects. Every other envelope goes through protobuf.
 

@@ -33,9 +33,12 @@ class LinkOptions:
     120 s. Before this formula held, gRPC's own ping timeout (60 s, separate
     from the keepalive timeout) made a frozen peer take 60 + 20 = 80 s.
 
-    Connections that have not finished the TLS + HTTP/2 handshake and our Hello
-    within `handshake_timeout` are closed, and at most `max_unauthenticated`
-    of them are held at once (beyond two per peer).
+    Listening side (parties/wire/service.py): a connection that has not finished
+    the TLS + HTTP/2 handshake within `handshake_timeout` is closed, and one that
+    carries no call for twice that is let go; a stream that has not sent its
+    Hello within `handshake_timeout` is cancelled. At most two connections per
+    peer plus `max_unauthenticated` are held at once, and at most
+    `max_unauthenticated` streams wait for their Hello.
     """
 
     connect_timeout: float = 30.0

@@ -5,9 +5,11 @@ accept or refuse it, then streams the link's outgoing queue. What arrives
 before a Hello is bounded:
 
 - gRPC closes a connection whose TLS and HTTP/2 handshake has not finished
-  within `handshake_timeout`, and holds at most `LinkOptions.max_connections`
-  connections (two per peer plus `max_unauthenticated`); others are closed at
-  once (parties/wire/options.py `server_options`).
+  within `handshake_timeout` (plaintext too: the client's HTTP/2 settings must
+  arrive by then), lets go of one that carries no call for twice that, and
+  holds at most `LinkOptions.max_connections` connections (two per peer plus
+  `max_unauthenticated`); others are closed at once (options.py
+  `server_options`). gRPC has no per-source limit; the cap is per node.
 - A stream that has sent no Hello within `handshake_timeout` is cancelled, and
   at most `max_unauthenticated` such streams wait at once; more are refused
   with RESOURCE_EXHAUSTED (`HandshakeGate`, checked by the mesh's watchdog).
