@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from tests.relay import Relay
+from tests.wire.relay import Relay
 
 ROOT = Path(__file__).resolve().parents[1]
 _count = itertools.count()

@@ -180,11 +180,12 @@ class Assembler:
 # ---------------------------------------------------------------- envelopes on the wire
 #
 # Frame envelopes are written and read here directly in protobuf's wire format
-# (the same bytes protobuf would produce and accept, see proto/parties/wire.proto),
+# (the same bytes protobuf would produce and accept, see proto/parties/wire/wire.proto),
 # so a 1 MiB chunk is copied once on each side instead of four times through
 # protobuf objects. Every other envelope goes through protobuf.
 
 _ENV_FRAME, _ENV_SEQ, _ENV_ACKED = 2, 8, 9
+_ENV_OTHER_BODIES = (1, 3, 4, 5, 6)  # hello, abort, ack, bye, waiting
 _FRAME_DATA = 10
 _FRAME_INTS = {3: "tag", 4: "chunk", 5: "chunks", 6: "kind", 7: "dtype", 9: "nbytes"}
 _FRAME_STRS = {1: "session_id", 2: "sender"}
@@ -343,7 +344,7 @@ def decode_envelope(raw: bytes) -> Incoming:
         elif field_no == _ENV_ACKED and wire == 0:
             acked, at = _read_varint(buf, at, end)
         else:
-            other = other or field_no in (1, 3, 4, 5)
+            other = other or field_no in _ENV_OTHER_BODIES
             at = _skip(buf, wire, at, end)
     if frame_at is not None and not other:
         return Incoming("frame", seq, acked, end, frame=_parse_frame(buf, *frame_at))
@@ -369,6 +370,16 @@ def read_envelope(raw: bytes) -> Incoming:
 def encode_envelope(item: Any) -> bytes:
     """What goes on the wire for a queued item: frame bytes as they are, else protobuf."""
     return item if isinstance(item, bytes) else item.SerializeToString()
+
+
+MAX_REASON_CHARS = 1000
+
+
+def bounded_reason(reason: str) -> str:
+    """An Abort reason cut to MAX_REASON_CHARS (when sending and when receiving)."""
+    if len(reason) <= MAX_REASON_CHARS:
+        return reason
+    return reason[:MAX_REASON_CHARS - 14] + " ... (cut off)"
 
 
 # ---------------------------------------------------------------- objects

@@ -94,6 +94,12 @@ class Abort(_message.Message):
     reason: str
     def __init__(self, sender: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class Waiting(_message.Message):
+    __slots__ = ("chain",)
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
+    chain: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, chain: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class Ack(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -103,12 +109,13 @@ class Bye(_message.Message):
     def __init__(self) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("hello", "frame", "abort", "ack", "bye", "seq", "acked")
+    __slots__ = ("hello", "frame", "abort", "ack", "bye", "waiting", "seq", "acked")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     BYE_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ACKED_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
@@ -116,6 +123,7 @@ class Envelope(_message.Message):
     abort: Abort
     ack: Ack
     bye: Bye
+    waiting: Waiting
     seq: int
     acked: int
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., bye: _Optional[_Union[Bye, _Mapping]] = ..., seq: _Optional[int] = ..., acked: _Optional[int] = ...) -> None: ...
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., bye: _Optional[_Union[Bye, _Mapping]] = ..., waiting: _Optional[_Union[Waiting, _Mapping]] = ..., seq: _Optional[int] = ..., acked: _Optional[int] = ...) -> None: ...

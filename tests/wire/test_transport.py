@@ -13,7 +13,7 @@ import torch
 from parties.wire import codec
 from parties.wire import wire_pb2 as pb
 from parties.wire.transport import LinkOptions, Mesh, PeerError, PeerTimeout, SettingError
-from tests.relay import Relay
+from tests.wire.relay import Relay
 
 
 def _mesh(names: list[str], **opts: float) -> dict[str, Mesh]:
@@ -285,3 +285,46 @@ def test_lost_peer_is_named_within_the_reconnect_window() -> None:
     assert time.monotonic() - tic < 8
     for m in meshes.values():
         m.abort("test over")
+
+
+def _abort_seen_by_b(reason: str) -> PeerError:
+    """The error b's receive from a ends with when a aborts with `reason` (b is reading:
+    gRPC drops what a cancelled call carried but nobody had read)."""
+    meshes = _mesh(["a", "b"])
+    assert _connect(meshes) == {"a": None, "b": None}
+    seen: list[PeerError] = []
+
+    def wait() -> None:
+        try:
+            meshes["b"].recv("a", timeout=10)
+        except PeerError as exc:
+            seen.append(exc)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.3)
+    meshes["a"].abort(reason)
+    t.join(15)
+    meshes["b"].abort("test over")
+    assert len(seen) == 1 and seen[0].peer == "a"
+    return seen[0]
+
+
+def test_abort_reason_arrives_unchanged() -> None:
+    reason = "lost party 'c' after epoch 2/10 (round 1504): sent nothing for 30 s\n(détail)"
+    assert _abort_seen_by_b(reason).what == f"aborted: {reason}"
+
+
+def test_long_abort_reason_is_cut_when_sent() -> None:
+    what = _abort_seen_by_b("x" * 100_000).what
+    assert what.startswith("aborted: xxx") and what.endswith("(cut off)")
+    assert len(what) == len("aborted: ") + codec.MAX_REASON_CHARS
+
+
+def test_long_abort_reason_is_cut_when_received(pair: dict[str, Mesh]) -> None:
+    link = pair["a"].links["b"]  # a peer that does not cut its reason
+    with link.send_lock:
+        link.push(pb.Envelope(abort=pb.Abort(sender="a", reason="y" * 1_000_000)))
+    with pytest.raises(PeerError) as info:
+        pair["b"].recv("a", timeout=5)
+    assert len(info.value.what) == len("aborted: ") + codec.MAX_REASON_CHARS

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import threading
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -12,7 +14,7 @@ import torch
 from parties.consortium import certs
 from parties.wire import wire_pb2 as pb
 from parties.wire import wire_pb2_grpc as pb_grpc
-from parties.wire.transport import LinkOptions, Mesh, PeerError, TlsIdentity
+from parties.wire.transport import LinkOptions, Mesh, PeerError, PeerTimeout, TlsIdentity
 
 CA_KEY, CA_CERT = certs.make_ca("test")
 CA_PEM = certs.serialization.Encoding.PEM
@@ -102,6 +104,72 @@ def test_server_presenting_the_wrong_name_is_refused_by_the_client() -> None:
     _close(a, b)
 
 
+def test_server_certificate_from_another_ca_is_reported_as_tls() -> None:
+    other_key, other_cert = certs.make_ca("other")
+    issued = certs.issue("b", other_key, other_cert)
+    a, b, errors = pair(identity("a"), TlsIdentity(CA_BYTES, issued.key_pem, issued.cert_pem))
+    assert isinstance(errors["a"], PeerError) and not isinstance(errors["a"], PeerTimeout)
+    assert "TLS handshake with 127.0.0.1:" in str(errors["a"])
+    assert "its certificate does not chain to the consortium CA" in str(errors["a"])
+    _close(a, b)
+
+
+def _dial(address: str) -> PeerError:
+    """What node a says when its dial to b at `address` fails (connect timeout 2 s)."""
+    a = Mesh("a", ["b"], ["a", "b"], "s", LinkOptions(connect_timeout=2.0), tls=identity("a"))
+    a.bind("127.0.0.1:0")
+    try:
+        a.connect({"b": address})
+    except PeerError as exc:
+        return exc
+    finally:
+        a.abort("test over")
+    raise AssertionError(f"connected to {address}")
+
+
+@pytest.fixture()
+def black_hole() -> Iterator[int]:
+    """A port that accepts TCP connections (the kernel does) and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+@pytest.fixture()
+def silent_port() -> Iterator[int]:
+    """A port where nothing answers: its accept queue is full, so the kernel drops SYNs."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    port = sock.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=2)  # fills the queue
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    with pytest.raises(TimeoutError):  # the premise: a connect now gets no answer
+        probe.connect(("127.0.0.1", port))
+    probe.close()
+    yield port
+    filler.close()
+    sock.close()
+
+
+def test_black_hole_is_no_answer_not_a_certificate_problem(black_hole: int) -> None:
+    exc = _dial(f"127.0.0.1:{black_hole}")
+    assert isinstance(exc, PeerTimeout), exc
+    assert f"party 'b': no answer from 127.0.0.1:{black_hole} within 2 s (network or firewall" \
+        in str(exc)
+    assert "certificate" not in str(exc) and "failed" not in str(exc)
+
+
+def test_silent_port_is_no_answer_not_a_certificate_problem(silent_port: int) -> None:
+    exc = _dial(f"127.0.0.1:{silent_port}")
+    assert isinstance(exc, PeerTimeout), exc
+    assert str(exc) == (f"party 'b': no answer from 127.0.0.1:{silent_port} within 2 s "
+                        "(network or firewall)")
+
+
 def test_valid_certificate_with_another_partys_name_is_refused() -> None:
     a, b, errors = pair(identity("c"), identity("b"))
     assert isinstance(errors["a"], PeerError)
@@ -131,7 +199,7 @@ def _consortium_copy(tmp_path, edit: tuple[str, str]):
     import shutil
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     shutil.copytree(root / "examples" / "hospitals", tmp_path / "h",
                     ignore=shutil.ignore_patterns("*.py", "certs", "checkpoints"))
     path = tmp_path / "h" / "consortium.toml"

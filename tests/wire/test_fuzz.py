@@ -7,14 +7,15 @@ what is wrong: no other exception, no allocation beyond the declared limit.
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from parties.wire import codec
 from parties.wire import wire_pb2 as pb
-from parties.wire.transport import LinkOptions, Mesh
+from parties.wire.transport import WIRE_VERSION, LinkOptions, Mesh
 
 CASES = int(os.environ.get("SMPC_FUZZ_CASES", "2000"))
 LIMITS = codec.Limits(max_payload_bytes=1 << 20, chunk_bytes=1 << 12)
@@ -80,16 +81,45 @@ def test_object_decoder_on_structured_garbage(value: object) -> None:
 
 MESH = Mesh("b", ["a", "c"], ["a", "b", "c"], "s", LinkOptions())
 
+GOOD_HELLO = {"session_id": "s", "sender": "a", "receiver": "b", "version": WIRE_VERSION}
+HELLO_FIELDS = {
+    "session_id": st.sampled_from(["S", "", "s "]) | st.text(max_size=4),
+    "sender": st.sampled_from(["b", "c", "d"]) | st.text(max_size=4),
+    "receiver": st.sampled_from(["a", "c"]) | st.text(max_size=4),
+    "version": st.sampled_from([WIRE_VERSION - 1, WIRE_VERSION + 1, 0])
+    | st.integers(0, 2**32 - 1),
+}
 
-@settings(max_examples=CASES, deadline=None)
-@given(st.builds(pb.Hello, session_id=st.text(max_size=4), sender=st.text(max_size=4),
-                 receiver=st.text(max_size=4), version=st.integers(0, 2**32 - 1),
-                 world_size=st.integers(0, 2**32 - 1)))
-def test_handshake_check_never_crashes(hello: pb.Hello) -> None:
-    why = MESH.check_hello(hello, expect=None)
-    accepted = (hello.version == 1 and hello.session_id == "s" and hello.receiver == "b"
-                and hello.sender == "a")
-    assert (why is None) == accepted
+
+@st.composite
+def hellos(draw: st.DrawFn) -> pb.Hello:
+    """The acceptable Hello with up to two fields replaced (so both outcomes are common)."""
+    fields = dict(GOOD_HELLO)
+    for name in draw(st.sets(st.sampled_from(sorted(HELLO_FIELDS)), max_size=2)):
+        fields[name] = draw(HELLO_FIELDS[name])
+    return pb.Hello(world_size=draw(st.integers(0, 2**32 - 1)), **fields)
+
+
+def test_handshake_check_accepts_exactly_the_right_hello() -> None:
+    """Only a Hello from a (who dials b) in session s, for b, at the current wire version
+    is accepted; the run must see both outcomes, or it tested nothing."""
+    outcomes: Counter[bool] = Counter()
+
+    @settings(max_examples=CASES, deadline=None, database=None)
+    @example(pb.Hello(session_id="s", sender="a", receiver="b", version=WIRE_VERSION))
+    @example(pb.Hello(session_id="s", sender="a", receiver="b", version=WIRE_VERSION - 1))
+    @given(hellos())
+    def check(hello: pb.Hello) -> None:
+        why = MESH.check_hello(hello, expect=None)
+        accepted = (hello.version == WIRE_VERSION and hello.session_id == "s"
+                    and hello.receiver == "b" and hello.sender == "a")
+        assert (why is None) == accepted, (hello, why)
+        outcomes[accepted] += 1
+
+    check()
+    assert outcomes[True] >= 1 and outcomes[False] >= 1, outcomes
+    if CASES >= 100:  # not only the explicit example: random Hellos are accepted too
+        assert outcomes[True] >= 2, outcomes
 
 
 @settings(max_examples=CASES, deadline=None, suppress_health_check=list(HealthCheck))
