@@ -3,7 +3,7 @@
     sudo .venv/bin/python benchmarks/latency.py [--epochs 2] [--rtt-ms 0,20,50]
 
 The hospitals example as the Docker demo runs it (docker/compose.yaml's
-commands, mutual TLS), one network namespace per node (tests/netns.py). Delay
+commands, mutual TLS), one network namespace per node (tests/multihost/netns.py). Delay
 comes from a relay in the root namespace that holds each direction back by half
 the round-trip time (`tc netem` is not in this kernel). The "direct" row has no
 relay; "relay, 0 ms" shows what the relay itself costs. Time per epoch is the
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # before crypten's stray packages
 
-from tests.netns import ComposeRun, Network, unavailable
+from tests.multihost.netns import ComposeRun, Network, unavailable
 
 NODES = ["dealer", "hospital-a", "hospital-b", "hospital-c"]
 PORTS = {"dealer": 7100, "hospital-a": 7101, "hospital-b": 7102, "hospital-c": 7103}

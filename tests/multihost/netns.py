@@ -40,7 +40,7 @@ import yaml
 
 from tests.wire.relay import Relay
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _count = itertools.count()
 
 

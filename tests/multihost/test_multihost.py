@@ -1,7 +1,7 @@
 """The Docker demo's nodes as separate hosts (network namespaces), with mutual TLS, and faults.
 
 Each node runs in its own namespace the command its container runs in
-docker/compose.yaml (paths mapped by tests/netns.py), resolving the others by
+docker/compose.yaml (paths mapped by tests/multihost/netns.py), resolving the others by
 service name. A fault is injected when hospital-c reports its second epoch.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from protocols.horizontal import logistic_regression as lr
-from tests.netns import ROOT, ComposeNodes, ComposeRun, Network, unavailable
+from tests.multihost.netns import ROOT, ComposeNodes, ComposeRun, Network, unavailable
 from tests.protocols.test_logistic_regression import _tables
 
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]

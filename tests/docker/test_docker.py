@@ -11,7 +11,7 @@ import yaml
 from parties.cli.main import parser
 from parties.consortium.config import load_consortium, load_policy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 IN_IMAGE = "/app/docker"  # the Dockerfile copies docker/ there
 
