@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from parties.consortium.config import RANDOMNESS
 from parties.node.checkpoint import CheckpointError, Checkpoints
 from parties.node.session import PartySession
 from parties.wire.transport import LinkOptions, Mesh, PeerError
@@ -30,7 +31,6 @@ from protocols.api import ParameterError, Params, PlainTable, Protocol, Protocol
 log = logging.getLogger("smpc.runtime")
 
 DEALER = "dealer"
-PROVIDERS = ("dealer", "insecure-trusted-first-party")
 LISTENING = "SMPC-LISTENING"
 
 
@@ -102,8 +102,8 @@ class PartyRun:
 
 
 def _validate(spec: NodeSpec) -> None:
-    if spec.provider not in PROVIDERS:
-        raise ValueError(f"provider {spec.provider!r} is not one of {', '.join(PROVIDERS)}")
+    if spec.provider not in RANDOMNESS:
+        raise ValueError(f"randomness {spec.provider!r} is not one of {', '.join(RANDOMNESS)}")
     if not 2 <= len(spec.parties) <= 8:
         raise ValueError(f"{len(spec.parties)} parties: smpc runs 2 to 8")
     if len(set(spec.parties)) != len(spec.parties) or DEALER in spec.parties:
