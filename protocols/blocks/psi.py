@@ -44,7 +44,7 @@ import rbcl
 import torch
 
 POINT_BYTES = 32  # a ristretto255 element, encoded
-CHUNK = 1 << 14  # elements per message on the wire (512 KiB): sets stream through the chain
+CHUNK = 1 << 12  # elements per message on the wire (128 KiB): sets stream through the chain
 DOMAIN = b"smpc/psi/v1"
 
 Exchange = Callable[[dict[str, torch.Tensor], list[str]], dict[str, torch.Tensor]]
