@@ -487,7 +487,7 @@ def _vertical(src: _Source, raw: dict[str, Any], keys: KeyPath, ctx: str, label:
                                              "which), not both")
     declared = src.get(raw, ck, ctx, dict)
     owner: dict[str, str] = {}
-    for party, _ in declared.items():
+    for party in declared:
         if party not in parties:
             raise src.error((*ck, party), f"{where}: {party!r} is not a party (parties: "
                                           f"{', '.join(parties)})")

@@ -190,13 +190,14 @@ def intersect(exchange: Exchange, parties: Sequence[str], me: str, identifiers: 
     """
     counts = counts if counts is not None else Counts()
     plan = Plan(tuple(parties), leader)
+    if leader not in parties or me not in parties or len(plan.helpers) == 0:
+        raise PsiError(f"PSI needs at least two parties, among them '{me}' and the leader "
+                       f"'{leader}' (parties: {', '.join(parties)})")
     others = [p for p in parties if p != me]
     sizes = {me: len(identifiers)}
-    sizes.update({p: int(t.item()) for p, t in exchange(
+    sizes.update({p: int(t.item()) for p, t in exchange(  # set sizes are public
         {p: torch.tensor([len(identifiers)], dtype=torch.int64) for p in others},
         others).items()})
-    if len(plan.helpers) == 0:
-        raise PsiError("PSI needs at least two parties")
     key = new_key()
     order = secret_permutation(len(identifiers))  # the order this party sends its set in
     finals: dict[str, list[bytes]] = {}  # the leader: each non-leader's set, fully blinded
