@@ -38,6 +38,7 @@ protos: setup
 
 bench: setup
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/psi.py
 
 clean:
 	rm -rf $(VENV)

@@ -53,7 +53,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  input {input_name}: not provided by {args.as_}")
             continue
         cols = len(table.features[0]) if table.rows else table.features.shape[1]
-        print(f"  input {input_name}: {table.path}: {table.rows} rows, {cols} encoded columns")
+        print(f"  input {input_name}: {table.path}: {table.rows} rows, {cols} encoded columns"
+              + (", with identifiers" if table.identifiers is not None else ""))
         if table.ignored_columns:
             print(f"    ignoring columns not in the schema: {', '.join(table.ignored_columns)}")
     print(f"manifest digest {prepared.digest}")
@@ -94,6 +95,11 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         t = c.tables[table]
         print(f"  input {input_name}: table {table} ({len(t.encoded_columns)} encoded columns"
               + (f", label {t.label!r} with classes {list(t.classes)}" if t.label else "") + ")")
+        if t.holders:
+            held = ", ".join(f"{p} {len(cols)}" + (" + the label" if p == t.label_holder else "")
+                             for p, cols in t.holders.items())
+            print(f"    vertical: columns held by {held}; rows matched by a private set "
+                  "intersection on each party's identifier column")
     print("revealed:")
     for r in c.reveal:
         print(f"  {r.name} -> {', '.join(r.to)}")

@@ -24,7 +24,7 @@ from typing import Any
 
 from parties.consortium.config import ConfigError, Consortium, Policy
 from protocols import registry
-from protocols.api import ParameterError, Params, Protocol
+from protocols.api import INTERSECTION_SIZE, ParameterError, Params, Protocol
 
 MANIFEST_VERSION = 2
 # smpc's own code that computes or decides what is computed (the CLI is left out), as
@@ -96,6 +96,12 @@ def resolve_inputs(consortium: Consortium, protocol: Protocol) -> dict[str, str]
         if not providers(consortium, spec.role):
             raise ConfigError(f"{consortium.where('parties')}: input '{name}' comes from parties "
                               f"with the role '{spec.role}', and no party has it")
+        holders = set(table.holders)
+        if holders and holders != set(providers(consortium, spec.role)):
+            raise ConfigError(f"{where}: input '{name}' comes from the parties with the role "
+                              f"'{spec.role}' ({', '.join(providers(consortium, spec.role))}), "
+                              f"but the vertical table '{table.name}' is held by "
+                              f"{', '.join(sorted(holders))}")
     return mapping
 
 
@@ -105,12 +111,27 @@ def providers(consortium: Consortium, role: str) -> list[str]:
 
 
 def check_reveals(consortium: Consortium, protocol: Protocol) -> None:
-    """[[reveal]] must name every output of the protocol (optional ones may be left out)."""
+    """[[reveal]] must name every output of the protocol (optional ones may be left out).
+
+    A consortium whose inputs read a vertical table may also reveal smpc's own
+    `intersection_size`, to every party (or leave it out: to nobody); every party's node
+    learns it anyway, so revealing it to some parties only would be a false promise."""
     outputs = {o.name: o for o in protocol.outputs}
+    vertical = any(consortium.tables[t].layout == "columns"
+                   for t in resolve_inputs(consortium, protocol).values())
     for i, r in enumerate(consortium.reveal):
+        if r.name == INTERSECTION_SIZE and vertical and r.name not in outputs:
+            if set(r.to) != set(consortium.party_names):
+                raise ConfigError(f"{consortium.where('reveal', i, 'to')}: "
+                                  f"'{INTERSECTION_SIZE}' goes to every party or, left out of "
+                                  "[[reveal]], to nobody: each party's node learns it when it "
+                                  "shares its rows of the intersection")
+            continue
         if r.name not in outputs:
+            extra = f", and {INTERSECTION_SIZE} with a vertical table" if not vertical else ""
             raise ConfigError(f"{consortium.where('reveal', i, 'name')}: {protocol.name} has no "
-                              f"output '{r.name}' (its outputs: {', '.join(outputs) or 'none'})")
+                              f"output '{r.name}' (its outputs: {', '.join(outputs) or 'none'}"
+                              f"{extra if r.name == INTERSECTION_SIZE else ''})")
     named = {r.name for r in consortium.reveal}
     for name, output in outputs.items():
         if name not in named and not output.optional:

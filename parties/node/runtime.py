@@ -199,6 +199,7 @@ def run_party(spec: NodeSpec, mesh: Mesh, job: PartyJob,
         result = _profiled(lambda: job.protocol.run(session), spec.name) or {}
         elapsed = time.perf_counter() - tic
         _check_result(job.protocol, result)
+        result = {**session.platform_outputs(), **result}
         comm.barrier()  # everything each party sent has arrived before anyone closes
     except PeerError as exc:
         lost = RunInterrupted(exc.peer, exc.what,
