@@ -67,7 +67,8 @@ def _engine_problem() -> str | None:
 _why = _engine_problem()
 if _why:
     print(f"test_docker_engine: skipped: {_why}")
-pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
+# each test builds on the engine's shared cores (image cache checks) and runs up to two demo runs
+pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.timeout(1200)]
 
 _count = itertools.count()
 BASE = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
@@ -254,8 +255,10 @@ def test_party_with_another_partys_certificate_is_refused(project: Project) -> N
     said = [n for n in NODES if claim in project.text(n)]
     assert said, {n: project.text(n)[-400:] for n in NODES}
     for node in NODES:
+        last = demo.last_error(project.compose.logs(node))
+        print(f"{node} exited {codes[node]}: {last}")
         if node != "hospital-b":
-            assert "hospital-b" in demo.last_error(project.compose.logs(node)), node
+            assert "hospital-b" in last, node
 
 
 def test_missing_data_file_is_named(built: float, tmp_path: Path,
