@@ -61,7 +61,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {prepared.data_error}")
         return EXIT_ERROR
     if prepared.objection is not None:
-        print(f"refused by the policy: {prepared.objection}")
+        print(f"refused by the policy: {prepared.refusal or prepared.objection}")
         return EXIT_ERROR
     try:
         party.tls_identity(c, args.as_, prepared.policy.key if prepared.policy else None,
@@ -96,7 +96,10 @@ def cmd_manifest(args: argparse.Namespace) -> int:
               + (f", label {t.label!r} with classes {list(t.classes)}" if t.label else "") + ")")
     print("revealed:")
     for r in c.reveal:
-        print(f"  {r.name} -> {', '.join(r.to)}")
+        budget = m["budget"].get(r.name)
+        dp = (f" (differential privacy: epsilon {budget['epsilon']:g}, delta "
+              f"{budget['delta']:g})" if budget else "")
+        print(f"  {r.name} -> {', '.join(r.to)}{dp}")
     hidden = [o.name for o in protocol.outputs if o.name not in {r.name for r in c.reveal}]
     for name in hidden:
         print(f"  {name} -> nobody")

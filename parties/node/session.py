@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from protocols.api import Params, PlainTable, RevealError, SharedTable, public_generator
+from protocols.api import Budget, Params, PlainTable, RevealError, SharedTable, public_generator
 from protocols.blocks import sharing
 
 
@@ -37,6 +37,7 @@ class PartySession:
     on_progress: Callable[[str, dict[str, Any]], None] | None = None
     revealed: dict[str, Any] = field(default_factory=dict)
     last_step: tuple[str, dict[str, Any]] | None = None
+    budgets: dict[str, Budget] = field(default_factory=dict)  # the manifest's DP budgets
 
     @property
     def world_size(self) -> int:
@@ -107,6 +108,13 @@ class PartySession:
 
     def communication_stats(self) -> dict[str, Any]:
         return self.communicator.get_communication_stats()
+
+    def budget(self, output: str) -> Budget | None:
+        return self.budgets.get(output)
+
+    def recipients(self, output: str) -> list[str]:
+        declared = self.reveal_to.get(output, [])
+        return [p for p in self.parties if p in declared]
 
     def stage(self) -> str:
         """Where the run is, for error messages: 'after epoch 4/10 (round 3120)'."""
