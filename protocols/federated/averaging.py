@@ -6,7 +6,7 @@
    PyTorch for `local_epochs` passes (protocols/federated/local_models.py) and
    secret-shares its weighted update (n_i / N) (w_i - w); the shares are summed,
    so no party's update exists anywhere but in its owner's memory.
-3. With a budget on 'model' (distributed DP), Gaussian noise drawn from every
+3. With a budget on 'weights' (distributed DP), Gaussian noise drawn from every
    party's secret contribution (protocols/blocks/dp.py) is added to the sum on
    shares. Its scale is the sensitivity of the average to replacing one row:
    (max_i n_i / N) x 2 E eta C / b for logistic regression, whose per-row weighted
@@ -55,10 +55,10 @@ def run(session: Session) -> dict[str, Any]:
     p = session.params
     model = MODELS[p.model]
     n_parties = session.world_size
-    missing = [r for r in session.parties if r not in session.recipients("model")]
+    missing = [r for r in session.parties if r not in session.recipients("weights")]
     if missing:
-        raise ProtocolError(f"'model' must be revealed to every party: each trains the next "
-                            f"round from it ([[reveal]] 'model' leaves out {missing})")
+        raise ProtocolError(f"'weights' must be revealed to every party: each trains the next "
+                            f"round from them ([[reveal]] 'weights' leaves out {missing})")
     if p.noise_coalition >= n_parties:
         raise ProtocolError(f"noise_coalition {p.noise_coalition} must be below the number of "
                             f"parties ({n_parties})")
@@ -77,8 +77,8 @@ def run(session: Session) -> dict[str, Any]:
     if sum(test_counts) == 0:
         raise ProtocolError("no party provided test rows: nothing to evaluate on")
 
-    # 3. (before any update is shared) the noise for a DP budget on 'model'
-    budget = session.budget("model")
+    # 3. (before any update is shared) the noise for a DP budget on 'weights'
+    budget = session.budget("weights")
     bound, noise_std, privacy = None, 0.0, None
     if budget is not None:
         bound = row_bound(columns, p.max_grad_norm)
@@ -100,7 +100,7 @@ def run(session: Session) -> dict[str, Any]:
         if budget is not None:
             total = total + dp.joint_noise(dp.gaussian_contribution(
                 tuple(update.shape), noise_std, n_parties, p.noise_coalition))
-        average = session.reveal("model", total)["model"]
+        average = session.reveal("weights", total)["weights"]
         flat = flat + average.to(model.dtype)
         session.checkpoint(r + 1, {"model": flat.tolist()})
         stats = session.communication_stats()
@@ -126,7 +126,7 @@ def run(session: Session) -> dict[str, Any]:
         measured = None if opened is None else {
             **metrics.from_confusion(opened.tolist()), "auc": None, "privacy": metrics_privacy}
     return {"metrics": measured,
-            "model": {"weights": flat.tolist(), "rounds": p.rounds, "privacy": privacy}}
+            "weights": {"weights": flat.tolist(), "rounds": p.rounds, "privacy": privacy}}
 
 
 def _calibrated(model: LocalModel, bound: RowBound, budget: Budget, p: Params, share: float,
@@ -135,19 +135,19 @@ def _calibrated(model: LocalModel, bound: RowBound, budget: Budget, p: Params, s
     sensitivity = model.sensitivity(bound, p.local_epochs, p.batch_size, p.learning_rate)
     if sensitivity is None:
         raise ProtocolError(f"model '{model.name}' has no bound on one row's influence yet: "
-                            "a DP budget on 'model' needs one")
+                            "a DP budget on 'weights' needs one")
     largest = model.largest_step(bound)
     if p.learning_rate > largest:
         raise ProtocolError(f"learning_rate {p.learning_rate:g} is above 2/beta = {largest:.3g} "
                             f"(max_grad_norm {bound.clip:g}, {bound.radius**2 - 1:g} columns): "
                             "the DP sensitivity bound [Wu et al. 2017] needs a smaller step")
-    _check_delta(budget, rows, "model", "gaussian")
+    _check_delta(budget, rows, "weights", "gaussian")
     sensitivity *= share  # the largest party's weight in the average
     try:
         z = accounting.calibrate(lambda s: accounting.gaussian_event(s, p.rounds),
                                  budget.epsilon, budget.delta)
     except accounting.CalibrationError as exc:
-        raise ProtocolError(f"'model': {exc}") from None
+        raise ProtocolError(f"'weights': {exc}") from None
     return z * sensitivity, accounting.report(
         accounting.gaussian_event(z, p.rounds), budget.delta, MECHANISM, accounting.REPLACE_ONE,
         noise_multiplier=z, sensitivity=sensitivity, rounds=p.rounds, max_grad_norm=bound.clip,
@@ -200,7 +200,7 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
     x = torch.cat([t.features for t in tests])
     y = torch.cat([t.labels for t in tests]).double()
     return {"metrics": metrics.binary_metrics_plain(model.logits(flat, x).double(), y),
-            "model": {"weights": flat.tolist(), "rounds": params.rounds, "privacy": None}}
+            "weights": {"weights": flat.tolist(), "rounds": params.rounds, "privacy": None}}
 
 
 def export_model(value: dict[str, Any], ctx: ExportContext) -> list[Path]:
@@ -250,8 +250,9 @@ PROTOCOL = Protocol(
     outputs=(
         Output("metrics", "accuracy, precision, recall, F1, ROC AUC and the confusion matrix "
                "of the final model on the test rows", dp=DP_OPTIONAL),
-        Output("model", "the average of the parties' updates after every round (every party "
-               "trains the next round from it); the last one is the trained model",
+        Output("weights", "the global model after every round: the previous one plus the "
+               "average of the parties' updates (every party trains the next round from it); "
+               "the last one is the trained model",
                export=export_model, dp=DP_OPTIONAL),
     ),
     plaintext=plaintext,
