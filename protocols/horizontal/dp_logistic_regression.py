@@ -54,6 +54,7 @@ from protocols.api import (
     public_generator,
 )
 from protocols.blocks import accounting, approximations, dp, metrics
+from protocols.federated.local_models import one_thread
 from protocols.horizontal.logistic_regression import export_model as export_weights
 
 MECHANISM = "gaussian (DP-SGD: Poisson-sampled gradient sums)"
@@ -225,6 +226,12 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
               alone: int | None) -> dict[str, Any]:
     """The same training in float64 without noise (what DP costs is the difference), with
     Poisson samples drawn from the joint seed instead of each party's secret randomness."""
+    with one_thread():
+        return _plaintext(inputs, params, seed, alone)
+
+
+def _plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
+               alone: int | None) -> dict[str, Any]:
     trains = inputs["train"]
     tests = inputs.get("test") or [None] * len(trains)
     hold_out = sum(t.rows for t in tests if t is not None) == 0
