@@ -125,7 +125,9 @@ def cmd_protocols(args: argparse.Namespace) -> int:
             print(f"  input {i.name} ({'required' if i.required else 'optional'}, from every "
                   f"'{i.role}'): {i.help}")
         for o in p.outputs:
-            print(f"  output {o.name}{' (optional)' if o.optional else ''}: {o.help}")
+            dp = {"required": ", differential privacy: needs a budget",
+                  "optional": ", differential privacy with a budget"}.get(o.dp, "")
+            print(f"  output {o.name}{' (optional)' if o.optional else ''}{dp}: {o.help}")
     return 0
 
 
