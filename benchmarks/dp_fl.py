@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "hospitals"
 NO_METRICS_BUDGET = ('to = ["hospital-a", "hospital-b", "hospital-c"]\nepsilon = 1.0\n'
                      'delta = 0.0\n', 'to = ["hospital-a", "hospital-b", "hospital-c"]\n')
-FEDERATED_DP = [("rounds = 10", "rounds = 3"), ("local_epochs = 2", "local_epochs = 5"),
+FEDERATED_DP = [("rounds = 10", "rounds = 20"), ("local_epochs = 2", "local_epochs = 1"),
                 ("learning_rate = 1.0", "learning_rate = 1.4\nmax_grad_norm = 1.0"),
                 ('to = ["hospital-a", "hospital-b", "hospital-c"]\n\n# The columns',
                  'to = ["hospital-a", "hospital-b", "hospital-c"]\nepsilon = EPS\n'
