@@ -16,7 +16,7 @@ import torch
 from scipy import stats
 
 from protocols.api import Budget
-from protocols.blocks import dp
+from protocols.blocks import accounting, dp
 from tests.engine.harness import run_parties
 
 FALSE_ALARM = 1e-6
@@ -77,11 +77,11 @@ def test_a_coalition_as_large_as_the_parties_is_refused() -> None:
 
 
 def test_noise_generated_inside_mpc_has_the_calibrated_variance() -> None:
-    """Three parties and the dealer (threads, real meshes): each shares its own contribution,
-    the sum is opened; its variance matches the calibrated sigma (for noise_coalition 1:
-    3/2 sigma^2) and it equals the sum of the contributions within fixed point.
-    False-alarm rate 1e-6 (chi-square interval)."""
-    sigma, m = 1.7, 20_000
+    """Three parties and the dealer (threads, real meshes): each shares its own contribution
+    for the sigma calibrated for (epsilon 1, delta 1e-5), the sum is opened; its variance
+    matches that sigma (for noise_coalition 1: 3/2 sigma^2) and it equals the sum of the
+    contributions within fixed point. False-alarm rate 1e-6 (chi-square interval)."""
+    sigma, m = accounting.gaussian_sigma(1.0, 1e-5), 20_000
 
     def party(comm: object) -> tuple[np.ndarray, np.ndarray]:
         rank = comm.get_rank()  # type: ignore[attr-defined]
