@@ -167,6 +167,10 @@ class ExportContext:
     revealed: dict[str, Any]  # everything this party learned, for cross-references
 
 
+DP_REQUIRED = "required"  # Output.dp: released only with differential privacy
+DP_OPTIONAL = "optional"  # Output.dp: with DP when the consortium gives it a budget
+
+
 @dataclass(frozen=True)
 class Output:
     """A value the protocol may reveal; the consortium's [[reveal]] says to whom."""
@@ -176,6 +180,17 @@ class Output:
     # writes the revealed value to files in context.folder; returns their paths
     export: Callable[[Any, ExportContext], list[Path]] | None = None
     optional: bool = False  # a consortium may leave it out of [[reveal]]: then nobody learns it
+    # differential privacy: "" (never), DP_REQUIRED (the consortium must give its [[reveal]]
+    # entry an epsilon and delta) or DP_OPTIONAL (with DP exactly when it gives them)
+    dp: str = ""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The (epsilon, delta) privacy budget the consortium gives one DP output."""
+
+    epsilon: float
+    delta: float
 
 
 @dataclass(frozen=True)
@@ -374,3 +389,10 @@ class Session(TypingProtocol):
 
     def communication_stats(self) -> dict[str, Any]:
         """Rounds and real bytes this party sent and received so far."""
+
+    def budget(self, output: str) -> Budget | None:
+        """The privacy budget the manifest gives a DP output; None when it is released
+        without differential privacy."""
+
+    def recipients(self, output: str) -> list[str]:
+        """The parties the manifest reveals `output` to, in rank order (none: nobody)."""

@@ -62,7 +62,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {prepared.data_error}")
         return EXIT_ERROR
     if prepared.objection is not None:
-        print(f"refused by the policy: {prepared.objection}")
+        print(f"refused by the policy: {prepared.refusal or prepared.objection}")
         return EXIT_ERROR
     try:
         party.tls_identity(c, args.as_, prepared.policy.key if prepared.policy else None,
@@ -102,7 +102,10 @@ def cmd_manifest(args: argparse.Namespace) -> int:
                   "intersection on each party's identifier column")
     print("revealed:")
     for r in c.reveal:
-        print(f"  {r.name} -> {', '.join(r.to)}")
+        budget = m["budget"].get(r.name)
+        dp = (f" (differential privacy: epsilon {budget['epsilon']:g}, delta "
+              f"{budget['delta']:g})" if budget else "")
+        print(f"  {r.name} -> {', '.join(r.to)}{dp}")
     hidden = [o.name for o in protocol.outputs if o.name not in {r.name for r in c.reveal}]
     for name in hidden:
         print(f"  {name} -> nobody")
@@ -128,7 +131,9 @@ def cmd_protocols(args: argparse.Namespace) -> int:
             print(f"  input {i.name} ({'required' if i.required else 'optional'}, from every "
                   f"'{i.role}'): {i.help}")
         for o in p.outputs:
-            print(f"  output {o.name}{' (optional)' if o.optional else ''}: {o.help}")
+            dp = {"required": ", differential privacy: needs a budget",
+                  "optional": ", differential privacy with a budget"}.get(o.dp, "")
+            print(f"  output {o.name}{' (optional)' if o.optional else ''}{dp}: {o.help}")
     return 0
 
 

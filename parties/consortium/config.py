@@ -52,10 +52,12 @@ class Party:
 
 @dataclass(frozen=True)
 class Reveal:
-    """One output the protocol may reveal, and to whom."""
+    """One output the protocol may reveal, and to whom; a DP output's (epsilon, delta)."""
 
     name: str
     to: tuple[str, ...]
+    epsilon: float | None = None  # the privacy budget of a differentially private output
+    delta: float | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,9 @@ class Policy:
     key: Path | None = None
     cert: Path | None = None
     max_rows: int = DEFAULT_MAX_ROWS
+    # output -> the largest epsilon this organization accepts for it (it must be released
+    # with differential privacy then)
+    max_epsilon: dict[str, float] = field(default_factory=dict)
     _lines: Mapping[KeyPath, int] = field(default_factory=dict, repr=False, compare=False)
 
     def where(self, *keys: str | int) -> str:
@@ -620,7 +625,7 @@ def _reveals(src: _Source, parties: list[Party]) -> tuple[Reveal, ...]:
     for i, entry in enumerate(raw):
         keys: KeyPath = ("reveal", i)
         ctx = f"[[reveal]] #{i + 1}"
-        src.only(entry, keys, ctx, ("name", "to"))
+        src.only(entry, keys, ctx, ("name", "to", "epsilon", "delta"))
         name = src.get(entry, (*keys, "name"), ctx, str)
         if not name.strip():
             raise src.error((*keys, "name"), f"{ctx}: 'name' is empty")
@@ -631,8 +636,28 @@ def _reveals(src: _Source, parties: list[Party]) -> tuple[Reveal, ...]:
             if party not in names:
                 raise src.error((*keys, "to", j), f"{ctx} '{name}': recipient {party!r} is not "
                                                   f"a party (parties: {', '.join(names)})")
-        out.append(Reveal(name, tuple(to)))
+        out.append(Reveal(name, tuple(to), *_budget(src, entry, keys, f"{ctx} '{name}'")))
     return tuple(out)
+
+
+def _budget(src: _Source, entry: dict[str, Any], keys: KeyPath, ctx: str
+            ) -> tuple[float | None, float | None]:
+    """A [[reveal]] entry's (epsilon, delta): both or neither; epsilon > 0, 0 <= delta < 1."""
+    epsilon = src.get(entry, (*keys, "epsilon"), ctx, (int, float), None)
+    delta = src.get(entry, (*keys, "delta"), ctx, (int, float), None)
+    if epsilon is None and delta is None:
+        return None, None
+    if epsilon is None or delta is None:
+        given, missing = ("epsilon", "delta") if delta is None else ("delta", "epsilon")
+        raise src.error((*keys, given), f"{ctx}: a privacy budget needs both epsilon and delta; "
+                                        f"'{given}' is given, '{missing}' is missing")
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        raise src.error((*keys, "epsilon"), f"{ctx}: epsilon must be a number > 0, got "
+                                            f"{epsilon!r}")
+    if not math.isfinite(delta) or not 0 <= delta < 1:
+        raise src.error((*keys, "delta"), f"{ctx}: delta must be a number >= 0 and < 1, got "
+                                          f"{delta!r}")
+    return float(epsilon), float(delta)
 
 
 # ---- the policy file -------------------------------------------------------------------------
@@ -660,10 +685,11 @@ def load_policy(path: str | Path) -> Policy:
                                    f"file: write [data] then train = {doc['data']!r}")
     data_raw = src.get(doc, ("data",), "policy", dict, {})
     accept = src.get(doc, ("accept",), "policy", dict, {})
-    src.only(accept, ("accept",), "[accept]", ("protocols", "reveal"))
+    src.only(accept, ("accept",), "[accept]", ("protocols", "reveal", "max_epsilon"))
     protocols = src.names(accept, ("accept", "protocols"), "[accept]", "protocol name", [],
                           empty=True)
     reveal = src.names(accept, ("accept", "reveal"), "[accept]", "output name", [], empty=True)
+    max_epsilon = _max_epsilon(src, accept)
 
     def resolve(keys: KeyPath, ctx: str) -> Path:
         value = src.get(doc if len(keys) == 1 else data_raw, keys, ctx, str)
@@ -683,4 +709,18 @@ def load_policy(path: str | Path) -> Policy:
     optional = {k: resolve((k,), "policy") for k in ("key", "cert") if k in doc}
     return Policy(path=path, party=party, data=data, accept_protocols=tuple(protocols),
                   accept_reveal=tuple(reveal), identifiers=identifiers, max_rows=max_rows,
-                  _lines=src.lines, **optional)
+                  max_epsilon=max_epsilon, _lines=src.lines, **optional)
+
+
+def _max_epsilon(src: _Source, accept: dict[str, Any]) -> dict[str, float]:
+    """[accept] max_epsilon = {output = number > 0, ...}."""
+    keys: KeyPath = ("accept", "max_epsilon")
+    raw = src.get(accept, keys, "[accept]", dict, {})
+    out = {}
+    for name, value in raw.items():
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value <= 0:
+            raise src.error((*keys, name), f"[accept]: max_epsilon for {name!r} must be a "
+                                           f"number > 0, got {value!r}")
+        out[name] = float(value)
+    return out

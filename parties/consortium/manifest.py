@@ -24,7 +24,7 @@ from typing import Any
 
 from parties.consortium.config import ConfigError, Consortium, Policy
 from protocols import registry
-from protocols.api import INTERSECTION_SIZE, ParameterError, Params, Protocol
+from protocols.api import DP_REQUIRED, INTERSECTION_SIZE, ParameterError, Params, Protocol
 
 MANIFEST_VERSION = 2
 # smpc's own code that computes or decides what is computed (the CLI is left out), as
@@ -139,6 +139,26 @@ def check_reveals(consortium: Consortium, protocol: Protocol) -> None:
                               f"({output.help}), but no [[reveal]] says to whom")
 
 
+def check_budgets(consortium: Consortium, protocol: Protocol) -> dict[str, dict[str, float]]:
+    """Output -> its (epsilon, delta) from [[reveal]]: a DP output that is revealed needs one,
+    other outputs may not have one (the range of each number is checked in config.py)."""
+    budgets = {}
+    declared = {o.name: o for o in protocol.outputs}
+    for i, r in enumerate(consortium.reveal):
+        dp = declared[r.name].dp if r.name in declared else None  # a platform output has no DP
+        if r.epsilon is not None and not dp:
+            raise ConfigError(f"{consortium.where('reveal', i, 'epsilon')}: {protocol.name}'s "
+                              f"output '{r.name}' is not differentially private; a privacy "
+                              "budget (epsilon, delta) has no meaning for it")
+        if r.epsilon is None and dp == DP_REQUIRED:
+            raise ConfigError(f"{consortium.where('reveal', i)}: {protocol.name} reveals "
+                              f"'{r.name}' with differential privacy: give this [[reveal]] its "
+                              "budget, e.g. epsilon = 1.0 and delta = 1e-5")
+        if r.epsilon is not None and r.delta is not None:
+            budgets[r.name] = {"epsilon": r.epsilon, "delta": r.delta}
+    return budgets
+
+
 def code_hashes(protocol: Protocol) -> dict[str, Any]:
     """sha256 of every file that computes: smpc's engine, wire, dealer, consortium, node and
     protocols, the protocol's own package (or file), and the versions of CrypTen and torch."""
@@ -186,6 +206,7 @@ def build(consortium: Consortium, protocol: Protocol | None = None) -> dict[str,
     params = check_parameters(consortium, protocol)
     inputs = resolve_inputs(consortium, protocol)
     check_reveals(consortium, protocol)
+    budgets = check_budgets(consortium, protocol)
     used = sorted(set(inputs.values()))
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -199,6 +220,7 @@ def build(consortium: Consortium, protocol: Protocol | None = None) -> dict[str,
         "inputs": dict(sorted(inputs.items())),
         "tables": {name: consortium.tables[name].as_manifest() for name in used},
         "reveal": [[r.name, list(r.to)] for r in consortium.reveal],
+        "budget": budgets,  # output -> {"epsilon", "delta"} of each DP output
     }
 
 
@@ -253,6 +275,39 @@ def policy_objection(manifest: dict[str, Any], policy: Policy, me: str) -> str |
     for name, _to in manifest["reveal"]:
         if name not in policy.accept_reveal:
             return f"its policy does not accept revealing '{name}' (field reveal)"
+    refused = budget_refusal(manifest, policy)
+    return refused[0] if refused is not None else None
+
+
+def budget_refusal(manifest: dict[str, Any], policy: Policy,
+                   consortium: Consortium | None = None) -> tuple[str, str] | None:
+    """(what the peers are told, what this party prints) when the policy's [accept]
+    max_epsilon refuses a revealed output's budget; None when every budget is within it.
+
+    An output the policy caps must be released with differential privacy: without a budget
+    its epsilon is unbounded. The peers learn the two numbers and the field; the local
+    message adds the policy's and the consortium's file:line.
+    """
+    budgets = manifest.get("budget", {})
+    for i, (name, _to) in enumerate(manifest["reveal"]):
+        cap = policy.max_epsilon.get(name)
+        if cap is None:
+            continue
+        mine = policy.where("accept", "max_epsilon", name)
+        theirs = consortium.where("reveal", i) if consortium is not None else "the consortium"
+        asked = budgets.get(name)
+        if asked is None:
+            public = (f"its policy accepts '{name}' only with differential privacy, epsilon <= "
+                      f"{cap:g}; the consortium reveals it without a budget (field budget)")
+            return public, (f"{mine}: the policy accepts '{name}' only with differential "
+                            f"privacy, epsilon <= {cap:g}; {theirs} reveals it without a budget")
+        if asked["epsilon"] > cap:
+            public = (f"its policy accepts epsilon <= {cap:g} for '{name}'; the consortium asks "
+                      f"epsilon = {asked['epsilon']:g} (field budget.{name}.epsilon)")
+            where = consortium.where("reveal", i, "epsilon") if consortium is not None \
+                else theirs
+            return public, (f"{mine}: the policy accepts epsilon <= {cap:g} for '{name}', but "
+                            f"{where} asks epsilon = {asked['epsilon']:g}")
     return None
 
 

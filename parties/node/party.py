@@ -34,7 +34,7 @@ from parties.consortium.data import DataError, LoadedTable, load_table
 from parties.node import runtime
 from parties.node.checkpoint import Checkpoints
 from parties.wire.transport import LinkOptions, TlsIdentity
-from protocols.api import COLUMNS, ExportContext, Params, PlainTable, Protocol
+from protocols.api import COLUMNS, Budget, ExportContext, Params, PlainTable, Protocol
 
 DATA_REFUSED = "its data failed its local validation"
 
@@ -62,6 +62,7 @@ class Prepared:
     data_error: str | None = None
     tls: TlsIdentity | None = None
     policy: Policy | None = None
+    refusal: str | None = None  # this party's own account of a budget refusal (file:line)
 
     @property
     def digest(self) -> str:
@@ -149,8 +150,12 @@ def prepare_party(consortium_path: str | Path, name: str, policy_path: str | Pat
     policy = load_policy(policy_path)
     prepared.policy = policy
     prepared.objection = manifest.policy_objection(prepared.manifest, policy, name)
+    refused = manifest.budget_refusal(prepared.manifest, policy, prepared.consortium)
     if tls:
         prepared.tls = tls_identity(prepared.consortium, name, policy.key, policy.cert, insecure)
+    if refused is not None and prepared.objection == refused[0]:
+        prepared.refusal = refused[1]  # a privacy budget above the policy: the data stays unread
+        return prepared
     try:
         prepared.loaded = load_inputs(prepared.consortium, policy, name, prepared.protocol,
                                       prepared.inputs)
@@ -248,6 +253,8 @@ def agree(prepared: Prepared, listen: str | None, options: LinkOptions, control:
         mesh.abort(str(exc) if isinstance(exc, manifest.ManifestError) else "handshake failed")
         if prepared.data_error is not None:
             raise LocalDataError(prepared.data_error) from None
+        if prepared.refusal is not None:
+            raise manifest.ManifestError(f"refused by its policy: {prepared.refusal}") from None
         raise
     return spec, mesh
 
@@ -265,7 +272,9 @@ def run_party(prepared: Prepared, listen: str | None, options: LinkOptions, cont
         providers={i: manifest.providers(consortium, prepared.protocol.input(i).role)
                    for i in prepared.inputs},
         reveal_to={r.name: list(r.to) for r in consortium.reveal},
-        checkpoints=Checkpoints(folder, prepared.digest, resume))
+        checkpoints=Checkpoints(folder, prepared.digest, resume),
+        budgets={name: Budget(b["epsilon"], b["delta"])
+                 for name, b in prepared.manifest.get("budget", {}).items()})
     run = runtime.run_party(spec, mesh, job, on_progress)
     outcome = Outcome(name, prepared.digest, prepared.protocol.name, run.result, run.seconds,
                       run.stats, run.seed.hex(), run.resumed_from)

@@ -17,6 +17,7 @@ import torch
 from protocols.api import (
     COLUMNS,
     INTERSECTION_SIZE,
+    Budget,
     Params,
     PlainTable,
     RevealError,
@@ -46,6 +47,7 @@ class PartySession:
     revealed: dict[str, Any] = field(default_factory=dict)
     platform: dict[str, Any] = field(default_factory=dict)  # smpc's own outputs (per input)
     last_step: tuple[str, dict[str, Any]] | None = None
+    budgets: dict[str, Budget] = field(default_factory=dict)  # the manifest's DP budgets
 
     @property
     def world_size(self) -> int:
@@ -152,6 +154,13 @@ class PartySession:
 
     def communication_stats(self) -> dict[str, Any]:
         return self.communicator.get_communication_stats()
+
+    def budget(self, output: str) -> Budget | None:
+        return self.budgets.get(output)
+
+    def recipients(self, output: str) -> list[str]:
+        declared = self.reveal_to.get(output, [])
+        return [p for p in self.parties if p in declared]
 
     def stage(self) -> str:
         """Where the run is, for error messages: 'after epoch 4/10 (round 3120)'."""
