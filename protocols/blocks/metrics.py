@@ -1,4 +1,5 @@
-"""Evaluation metrics computed on shares, each with its plaintext twin.
+"""Evaluation metrics computed on shares, each with its plaintext twin: binary (logits)
+and multi-class (class scores).
 
 Only the metrics are revealed, never a prediction. Counts are divided by the
 public row count before any secret division, so every secret divisor lies in
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from protocols.blocks import approximations
 
 BINARY_METRICS = ("accuracy", "precision", "recall", "f1", "auc", "confusion_matrix")
 
@@ -68,3 +71,60 @@ def binary_metrics_plain(scores: torch.Tensor, labels: torch.Tensor) -> dict[str
 def as_plain(revealed: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Revealed metric tensors as numbers (scalars) and nested lists (matrices)."""
     return {k: float(v.item()) if v.numel() == 1 else v.tolist() for k, v in revealed.items()}
+
+
+MULTICLASS_METRICS = ("accuracy", "macro_f1", "precision", "recall", "f1", "confusion_matrix")
+
+
+def one_hot(labels: Any, classes: int) -> Any:
+    """Class indices (n, 1) as shares -> (n, K) one-hot bits (scale 1): one batched equality."""
+    return labels.eq(torch.arange(classes, dtype=torch.float32))
+
+
+def multiclass_metrics(scores: Any, labels: Any, classes: int) -> dict[str, Any]:
+    """Accuracy, per-class precision, recall and F1, macro-F1 and the K x K confusion matrix
+    (rows: true class, columns: predicted) of class scores (n, K), as shares.
+
+    The prediction is each row's first argmax (protocols/blocks/approximations.row_max);
+    the confusion matrix is one product of the true and predicted one-hot bits (no
+    truncation: counts are integers).
+    """
+    n = scores.size(0)
+    _, predicted = approximations.row_max(scores)
+    confusion = one_hot(labels, classes).t().matmul(predicted)  # (K, K) counts
+    share = approximations.fixed(confusion).div(n)  # every secret divisor below is in (0, 1]
+    hits = share.reshape(-1)[torch.arange(classes) * (classes + 1)]  # the diagonal
+    eps = 1e-4
+    both = hits.unsqueeze(0) / _cat([(share.sum(0) + eps).unsqueeze(0),  # predicted as k
+                                     (share.sum(1) + eps).unsqueeze(0)])  # truly k
+    precision, recall = both[0], both[1]
+    f1 = (precision * recall * 2) / (precision + recall + eps)
+    return {"accuracy": hits.sum(), "macro_f1": f1.mean(), "precision": precision,
+            "recall": recall, "f1": f1, "confusion_matrix": approximations.fixed(confusion)}
+
+
+def _cat(values: list[Any]) -> Any:
+    import crypten
+
+    return crypten.cat(values)
+
+
+def multiclass_metrics_plain(scores: torch.Tensor, labels: torch.Tensor, classes: int
+                             ) -> dict[str, Any]:
+    """The same metrics of class scores in float64 (a class never predicted or never present
+    has precision or recall 0)."""
+    predicted = scores.argmax(1)
+    actual = labels.reshape(-1).long()
+    confusion = torch.zeros(classes, classes, dtype=torch.float64)
+    confusion.index_put_((actual, predicted), torch.ones_like(actual, dtype=torch.float64),
+                         accumulate=True)
+    hits = confusion.diagonal()
+    pred, true = confusion.sum(0), confusion.sum(1)
+    precision = torch.where(pred > 0, hits / pred.clamp(min=1), torch.zeros_like(hits))
+    recall = torch.where(true > 0, hits / true.clamp(min=1), torch.zeros_like(hits))
+    total = precision + recall
+    f1 = torch.where(total > 0, 2 * precision * recall / total.clamp(min=1e-12),
+                     torch.zeros_like(hits))
+    return {"accuracy": float(hits.sum() / actual.numel()), "macro_f1": float(f1.mean()),
+            "precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+            "confusion_matrix": confusion.tolist()}
