@@ -87,26 +87,25 @@ def multiclass_metrics(scores: Any, labels: Any, classes: int) -> dict[str, Any]
 
     The prediction is each row's first argmax (protocols/blocks/approximations.row_max);
     the confusion matrix is one product of the true and predicted one-hot bits (no
-    truncation: counts are integers).
+    truncation: counts are exact integers). Each ratio of counts a/b (precision
+    tp/predicted, recall tp/true, F1 = 2 tp/(predicted + true)) is a c * 1/(b c + eps)
+    with the same public c ~ 1/n on both sides, so the secret divisor lies in (0, 1]
+    and a class that never occurs gives exactly 0.
     """
-    n = scores.size(0)
-    _, predicted = approximations.row_max(scores)
-    confusion = one_hot(labels, classes).t().matmul(predicted)  # (K, K) counts
-    share = approximations.fixed(confusion).div(n)  # every secret divisor below is in (0, 1]
-    hits = share.reshape(-1)[torch.arange(classes) * (classes + 1)]  # the diagonal
-    eps = 1e-4
-    both = hits.unsqueeze(0) / _cat([(share.sum(0) + eps).unsqueeze(0),  # predicted as k
-                                     (share.sum(1) + eps).unsqueeze(0)])  # truly k
-    precision, recall = both[0], both[1]
-    f1 = (precision * recall * 2) / (precision + recall + eps)
-    return {"accuracy": hits.sum(), "macro_f1": f1.mean(), "precision": precision,
-            "recall": recall, "f1": f1, "confusion_matrix": approximations.fixed(confusion)}
-
-
-def _cat(values: list[Any]) -> Any:
     import crypten
 
-    return crypten.cat(values)
+    n = scores.size(0)
+    _, predicted = approximations.row_max(scores)
+    confusion = one_hot(labels, classes).t().matmul(predicted)  # (K, K) counts, scale 1
+    hits = confusion.reshape(-1)[torch.arange(classes) * (classes + 1)]  # the diagonal
+    predicted_k, true_k = confusion.sum(0), confusion.sum(1)
+    numerators = approximations.fixed(crypten.stack([hits, hits, hits * 2]), 1.0 / n)
+    divisors = approximations.fixed(crypten.stack([predicted_k, true_k, predicted_k + true_k]),
+                                    1.0 / n)
+    precision, recall, f1 = numerators * (divisors + 1e-4).reciprocal()
+    return {"accuracy": approximations.fixed(hits.sum()).div(n), "macro_f1": f1.mean(),
+            "precision": precision, "recall": recall, "f1": f1,
+            "confusion_matrix": approximations.fixed(confusion)}
 
 
 def multiclass_metrics_plain(scores: torch.Tensor, labels: torch.Tensor, classes: int

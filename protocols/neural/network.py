@@ -301,8 +301,9 @@ PROTOCOL = Protocol(
               choices=optimizers.SCHEDULES),
         Param("lr_step", int, 1, "epochs between steps of the 'step' schedule", minimum=1),
         Param("lr_gamma", float, 0.1, "factor of the 'step' schedule", above=0),
-        Param("exp_iterations", int, 8, "squarings of the softmax's exp (the limit "
-              "(1 + x/2^k)^(2^k)): fewer are faster, less accurate", minimum=2, maximum=12),
+        Param("exp_iterations", int, 8, "squarings k of the softmax's exp, the limit "
+              "(1 + x/2^k)^(2^k) for x = score - max score, valid down to -2^(k+1): fewer are "
+              "faster and less accurate", minimum=6, maximum=12),
         Param("shuffle", bool, True, "mix the parties' rows with the joint seed before training"),
         Param("test_fraction", float, 0.2, "share of the shuffled rows held out for evaluation "
               "when no party provides test rows", minimum=0, maximum=0.9),

@@ -1,0 +1,207 @@
+"""The neural-network protocol: the digits example through `smpc local` (shortened), the
+exported state_dict, the loss, the model's source in the manifest, a BatchNorm CNN end to
+end, and the bad inputs (one line, non-zero exit, no party left waiting)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from parties.consortium import manifest
+from parties.consortium.config import load_consortium
+from protocols.blocks.metrics import multiclass_metrics_plain
+from tests.conftest import run_smpc
+from tests.protocols.test_logistic_regression import _tables
+from tests.support import edit
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = ROOT / "examples" / "digits"
+BANKS = ["bank-north", "bank-south", "bank-east", "bank-west"]
+
+
+def _copy(tmp: Path, banks: list[str] = BANKS, rows: int | None = None) -> Path:
+    """The digits example in tmp (data cut to `rows` training rows per bank, and to the first
+    banks only when fewer are given); its folder."""
+    target = tmp / "digits"
+    shutil.copytree(DIGITS, target, ignore=shutil.ignore_patterns("certs", "out", "__pycache__",
+                                                                  "checkpoints", "make_data.py"))
+    consortium = target / "consortium.toml"
+    text = consortium.read_text()
+    for bank in BANKS[len(banks):]:
+        port = 7201 + BANKS.index(bank)
+        text = text.replace(f'[[parties]]\nname = "{bank}"\naddress = "127.0.0.1:{port}"\n\n', "")
+        text = text.replace(f', "{bank}"', "")
+        for f in (target / "consortium-cnn.toml",):
+            f.unlink(missing_ok=True)
+    consortium.write_text(text)
+    if rows is not None:
+        for bank in banks:
+            for split, keep in (("train", rows), ("test", rows // 3)):
+                path = target / "data" / f"{bank}-{split}.csv"
+                with path.open() as f:
+                    lines = f.readlines()[:keep + 1]
+                path.write_text("".join(lines))
+    return target
+
+
+@pytest.fixture(scope="session")
+def digits_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The digits example (four banks, MLP 64-32-10) on loopback, shortened to 2 epochs."""
+    folder = tmp_path_factory.mktemp("digits")
+    base = _copy(folder)
+    edit(base / "consortium.toml", ("epochs = 15", "epochs = 2"))
+    proc = run_smpc(["local", str(base / "consortium.toml"), "--json", str(folder / "out.json")],
+                    folder, 400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((folder / "out.json").read_text())
+    data["stdout"], data["folder"], data["base"] = proc.stdout, folder, base
+    return data
+
+
+def test_digits_mpc_matches_pooled_plaintext_and_beats_every_bank_alone(
+        digits_result: dict[str, Any]) -> None:
+    mpc = digits_result["revealed"]["metrics"]
+    pooled = digits_result["baseline"]["pooled"]
+    assert abs(mpc["accuracy"] - pooled["accuracy"]) <= 0.015
+    assert abs(mpc["macro_f1"] - pooled["macro_f1"]) <= 0.02
+    alone = digits_result["baseline"]["alone"]
+    assert set(alone) == set(BANKS)
+    assert all(mpc["accuracy"] > a["accuracy"] for a in alone.values()), alone
+    matrix = mpc["confusion_matrix"]
+    assert len(matrix) == 10 and sum(map(sum, matrix)) == pytest.approx(359, abs=0.5)
+    assert len(mpc["precision"]) == len(mpc["recall"]) == len(mpc["f1"]) == 10
+    out = digits_result["stdout"]
+    assert "MPC (smpc)" in out and "pooled plaintext" in out and "bank-west alone" in out
+
+
+def test_loss_is_revealed_after_every_epoch_and_follows_the_twin(
+        digits_result: dict[str, Any]) -> None:
+    loss = digits_result["revealed"]["loss"]
+    assert [e["epoch"] for e in loss] == [1, 2]
+    assert len(loss[0]["steps"]) == 23  # 1,438 training rows in batches of 64 (+ the rest)
+    assert loss[1]["mean"] < loss[0]["mean"] < 2.4  # ln(10) = 2.30 before training
+    protocol, tables, params = _tables(digits_result["base"] / "consortium.toml")
+    twin = protocol.plaintext(tables, params, bytes.fromhex(digits_result["seed"]), None)
+    for got, want in zip(loss, twin["loss"], strict=True):
+        assert got["mean"] == pytest.approx(want["mean"], abs=0.03)
+        assert got["steps"] == pytest.approx(want["steps"], abs=0.1)
+
+
+def test_exported_model_loads_into_the_class_and_reproduces_the_accuracy(
+        digits_result: dict[str, Any]) -> None:
+    folder = digits_result["folder"] / "out" / "digits" / "bank-north"
+    meta = json.loads((folder / "model.json").read_text())
+    sys.path.insert(0, str(DIGITS))
+    try:
+        from models import MLP  # the consortium's class, as bank-north would import it
+    finally:
+        sys.path.remove(str(DIGITS))
+    model = MLP(**meta["model_args"])
+    model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    _, tables, _ = _tables(digits_result["base"] / "consortium.toml")
+    x = torch.cat([t.features for t in tables["test"]])
+    y = torch.cat([t.labels for t in tables["test"]])
+    with torch.no_grad():
+        got = multiclass_metrics_plain(model(x).double(), y, 10)["accuracy"]
+    assert got == pytest.approx(digits_result["revealed"]["metrics"]["accuracy"], abs=0.01)
+    assert meta["manifest_digest"] == digits_result["manifest_digest"]
+    assert meta["model"] == "models.py:MLP" and meta["classes"] == list(range(10))
+    assert not (digits_result["folder"] / "out" / "digits" / "bank-south").exists()
+    assert digits_result["revealed_by_party"]["bank-south"]["model"] is None
+
+
+def test_the_model_source_is_part_of_the_code_hash(tmp_path: Path) -> None:
+    base = _copy(tmp_path)
+    mine = manifest.build(load_consortium(base / "consortium.toml"))
+    assert "model:models.py" in mine["code"]["protocol"]
+    edit(base / "models.py", ("self.fc1 = nn.Linear(inputs, hidden)",
+                              "self.fc1 = nn.Linear(inputs, hidden)  # a changed line"))
+    theirs = manifest.build(load_consortium(base / "consortium.toml"))
+    with pytest.raises(manifest.ManifestError, match=r"runs different code: file "
+                                                     r"model:models\.py differs"):
+        manifest.compare(mine, theirs, "bank-south")
+
+
+def test_a_cnn_with_batchnorm_trains_end_to_end(tmp_path: Path) -> None:
+    """Two banks, 160 rows each, one epoch of the CNN (conv, BatchNorm, ReLU, max-pool)."""
+    base = _copy(tmp_path, BANKS[:2], rows=160)
+    edit(base / "consortium.toml", ('model = "models.py:MLP"', 'model = "models.py:CNN"'),
+         ("model_args = {hidden = 32}", "model_args = {channels = 4}"),
+         ("epochs = 15", "epochs = 1"), ("batch_size = 64", "batch_size = 32"))
+    proc = run_smpc(["local", str(base / "consortium.toml"), "--json",
+                     str(tmp_path / "out.json")], tmp_path, 400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    mpc, pooled = data["revealed"]["metrics"], data["baseline"]["pooled"]
+    assert abs(mpc["accuracy"] - pooled["accuracy"]) <= 0.06  # 106 test rows: 6 rows
+    assert mpc["accuracy"] > 0.3  # ten classes: 0.1 by chance
+    state = data["revealed_by_party"]["bank-north"]["model"]
+    assert {"bn.running_mean", "bn.running_var", "conv.weight"} <= set(state)
+    assert state["bn.running_var"] != [1.0] * 4  # the statistics were trained
+
+
+# ---------------------------------------------------------------- bad input
+
+def _fails(base: Path, tmp: Path, *needles: str, consortium: str = "consortium.toml") -> str:
+    proc = run_smpc(["local", str(base / consortium)], tmp, 300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text
+    for needle in needles:
+        assert needle in text, text
+    return text
+
+
+def test_a_model_file_without_the_named_class(tmp_path: Path) -> None:
+    base = _copy(tmp_path, BANKS[:2])
+    edit(base / "consortium.toml", ('model = "models.py:MLP"', 'model = "models.py:Mlp"'))
+    text = _fails(base, tmp_path, "model file models.py defines no class 'Mlp' (its models: "
+                                  "CNN, MLP)")
+    line = next(i for i, t in enumerate((base / "consortium.toml").read_text().splitlines(), 1)
+                if t.startswith("model ="))
+    assert f"consortium.toml:{line}:" in text and len(text.strip().splitlines()) == 1
+
+
+def test_a_layer_without_a_secure_implementation(tmp_path: Path) -> None:
+    base = _copy(tmp_path, BANKS[:2])
+    edit(base / "models.py", ("self.relu = nn.ReLU()", "self.relu = nn.GELU()"))
+    text = _fails(base, tmp_path, "layer 'relu' (GELU) has no secure implementation "
+                                  "(supported: Linear, Conv2d, ReLU")
+    assert len(text.strip().splitlines()) == 1  # refused before any process started
+
+
+def test_input_width_that_does_not_fit_the_first_layer(tmp_path: Path) -> None:
+    base = _copy(tmp_path, BANKS[:2], rows=40)
+    edit(base / "consortium.toml", ("model_args = {hidden = 32}",
+                                    "model_args = {hidden = 32, inputs = 60}"))
+    _fails(base, tmp_path, "the table's 64 encoded columns do not fit model models.py:MLP",
+           "bank-north: exit", "bank-south: exit", "dealer: exit")
+
+
+def test_a_label_outside_the_declared_classes(tmp_path: Path) -> None:
+    base = _copy(tmp_path, BANKS[:2], rows=40)
+    path = base / "data" / "bank-south-train.csv"
+    rows = list(csv.reader(path.open()))
+    rows[5][-1] = "11"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    _fails(base, tmp_path, "label '11' is not one of the classes")
+
+
+def test_a_diverging_loss_stops_naming_epoch_and_step_and_keeps_the_last_checkpoint(
+        tmp_path: Path) -> None:
+    base = _copy(tmp_path, BANKS[:2], rows=100)
+    edit(base / "consortium.toml", ("epochs = 15", "epochs = 3"),
+         ('lr_schedule = "cosine"', 'lr_schedule = "step"\nlr_gamma = 100000.0'))
+    text = _fails(base, tmp_path, "training diverged: the loss of epoch 2, step",
+                  "the checkpoint of epoch 1 is kept")
+    assert "bank-south: exit" in text and "dealer: exit" in text
+    for bank in BANKS[:2]:
+        steps = sorted(p.name for p in (tmp_path / "checkpoints" / "digits" / bank).glob("*.pt"))
+        assert steps == ["step-000001.pt"], (bank, steps)
