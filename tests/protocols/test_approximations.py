@@ -68,7 +68,9 @@ def test_softmax_gradient_matches_its_twin_and_the_true_softmax(secure: dict[str
     twin, twin_shifted, twin_sums = ap.softmax_gradient_plain(LOGITS.double(), 64, 8)
     # in units of p (p/B times B): fixed point leaves a few units of 2^-16 * B
     assert float((p_over_b - twin).abs().max()) * 64 < 1e-2
-    assert float(((sums - twin_sums) / twin_sums).abs().max()) < 1e-2  # exp's fixed point
+    # the limit's 2^k squarings multiply the truncation's few units of 2^-16 in
+    # 1 + x/2^k by 2^k: 256 * 3 * 2^-16 = 1.2% for k = 8
+    assert float(((sums - twin_sums) / twin_sums).abs().max()) < 2e-2
     assert float((shifted - twin_shifted).abs().max()) < 1e-3
     exact = torch.softmax(LOGITS.double(), 1)
     assert float((twin * 64 - exact).abs().max()) < 1e-2  # the exp's limit with k = 8
