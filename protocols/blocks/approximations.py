@@ -4,8 +4,8 @@ Rounds are what a training step waits for: with three or more parties every
 fixed-point product costs two (the Beaver opening, then the truncation), a
 comparison four or five (one masked opening and the AND rounds over the
 dealer's truth tables) plus one to turn its bit into an arithmetic share.
-CrypTen's own sigmoid and softmax spend 40 to 190 rounds on repeated squaring
-and Newton-Raphson iterations; the functions here spend 9 to 30:
+CrypTen's own sigmoid and softmax spend 34 and 116 rounds on repeated
+squaring and Newton-Raphson iterations; the functions here spend 6 to 36:
 
 * ``piecewise_sigmoid``: SecureML's clip(1/2 + z/4, 0, 1) [MZ17], one
   comparison of 2x the elements and no product.
@@ -14,20 +14,18 @@ and Newton-Raphson iterations; the functions here spend 9 to 30:
   the 25 knots selects each element's piece, whose coefficients are linear in
   the comparison bits, then three rounds of products evaluate the cubic
   (piecewise-polynomial evaluation as in [KSS22], Chebyshev nodes [Tre13]).
-* ``row_max``: the maximum of each row from one batch of all K(K-1)/2 pairwise
-  comparisons and a product tree of the K-1 wins of each class (CrypTen's
-  "pairwise" method [KVK+21], with half the comparisons: ties go to the lower
-  index).
 * ``exp_nonpositive``: e^x for x <= 0 by the limit (1 + x/2^k)^(2^k), k
   squarings [KVK+21]; for x <= 0 every intermediate lies in [0, 1], so no
   product is large (a truncation's rare failure grows with the value).
 * ``softmax_gradient``: p/B for cross-entropy's gradient p - y over a batch of
-  B rows. Subtracting the row maximum makes the sum S of the exponentials lie
-  in [1, K]; one batched comparison of S against geometric thresholds (20%
-  apart) picks a piecewise-constant first guess of 1/(B S) within 9.1%, and
-  one Newton-Raphson step y(2 - B S y) [CS10] brings it within 0.83% (below
-  the exp's own error; a common factor of a row's p only shifts its scores,
-  which softmax ignores), its first product shared with e y.
+  B rows. Subtracting the row maximum (CrypTen's max; with the dealer one
+  batch of pairwise comparisons and an AND tree) instead of a bound makes the
+  sum S of the exponentials lie in [1, K]; one batched comparison of S against
+  geometric thresholds (20% apart) picks a piecewise-constant first guess of
+  1/(B S) within 9.1%, and one Newton-Raphson step y(2 - B S y) [CS10] brings
+  it within 0.83% (below the exp's own error; a common factor of a row's p
+  only shifts its scores, which softmax ignores), its first product shared
+  with e y.
 
 Each public function has a twin ending in ``_plain`` that computes the same
 approximation in float64; the tests compare the two.
@@ -191,38 +189,6 @@ def sigmoid_plain(z: torch.Tensor, method: str) -> torch.Tensor:
 
 # ---------------------------------------------------------------- maximum, exp, softmax
 
-def row_max(z: Any) -> tuple[Any, Any]:
-    """(max of each row (n, 1), one-hot of its first argmax (n, K) as scale-1 bits).
-
-    One batched comparison of the K(K-1)/2 pairs [KVK+21]; class i wins pair
-    (i, j) when z_i >= z_j for i < j and z_i > z_j for i > j, so exactly one
-    class wins all its K-1 pairs; a product tree of its wins (log2(K-1)
-    rounds, bits need no truncation) marks it, one more product selects it.
-    """
-    import crypten
-
-    k = z.size(1)
-    i, j = torch.triu_indices(k, k, 1)
-    ge = z[:, i] - z[:, j] >= 0  # (n, pairs)
-    both = crypten.cat([ge, 1 - ge], dim=1)  # wins of the first, then of the second
-    pairs = i.numel()
-    wins = torch.empty(k, k - 1, dtype=torch.long)
-    filled = [0] * k
-    for p, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
-        wins[a, filled[a]], wins[b, filled[b]] = p, pairs + p
-        filled[a] += 1
-        filled[b] += 1
-    onehot = both[:, wins.reshape(-1)].reshape(-1, k, k - 1).prod(2)
-    return (onehot * z).sum(1, keepdim=True), onehot
-
-
-def row_max_plain(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same in float64: (max, one-hot of the first argmax)."""
-    index = z.argmax(1)
-    return z.max(1, keepdim=True).values, torch.nn.functional.one_hot(
-        index, z.shape[1]).to(z.dtype)
-
-
 def exp_nonpositive(x: Any, iterations: int) -> Any:
     """e^x for x <= 0 (x >= -2^(iterations+1)): (1 + x/2^k)^(2^k), k squarings [KVK+21]."""
     y = x.div(2**iterations) + 1
@@ -255,11 +221,13 @@ def softmax_gradient(z: Any, batch: int, iterations: int) -> tuple[Any, Any, Any
     [1, K]. The first guess y0 of 1/(B S) is piecewise constant in S, picked
     by one comparison; one Newton-Raphson step y0 (2 - B S y0) [CS10] squares
     its relative error (9.1% -> 0.83%). p/B = (e y0)(2 - B S y0): the products
-    e y0 and S y0 share one round. Rounds: 10 (max) + 2k + 1 (exp) + 5 + 4.
+    e y0 and S y0 share one round. The row maximum is CrypTen's max (with the
+    dealer: one batch of pairwise comparisons and an AND tree, see
+    parties/engine/hooks.py). Rounds: 10 (max) + 2k + 1 (exp) + 5 + 4.
     """
     import crypten
 
-    top, _ = row_max(z)
+    top, _ = z.max(dim=1, keepdim=True)
     x = z - top
     e = exp_nonpositive(x, iterations)
     s = e.sum(1, keepdim=True)
