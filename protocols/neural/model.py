@@ -133,8 +133,9 @@ def check_layers(model: nn.Module) -> None:
         own = type(layer).__module__.startswith("torch.nn")
         leaf = not any(True for _ in layer.children())
         if own and leaf and not isinstance(layer, SUPPORTED):
-            raise ParameterError("model", f"layer '{name}' ({type(layer).__name__}) has no "
-                                          f"secure implementation (supported: {SUPPORTED_NAMES})")
+            what = f"layer '{name}'" if name else "the model"
+            raise ParameterError("model", f"{what} ({type(layer).__name__}) has no secure "
+                                          f"implementation (supported: {SUPPORTED_NAMES})")
 
 
 def sources(params: Params) -> dict[str, Path]:

@@ -205,3 +205,54 @@ def test_a_diverging_loss_stops_naming_epoch_and_step_and_keeps_the_last_checkpo
     for bank in BANKS[:2]:
         steps = sorted(p.name for p in (tmp_path / "checkpoints" / "digits" / bank).glob("*.pt"))
         assert steps == ["step-000001.pt"], (bank, steps)
+
+
+# ---------------------------------------------------------------- the model parameter
+
+def _params(tmp: Path, **raw: Any) -> Any:
+    from protocols.neural.network import PROTOCOL
+
+    return PROTOCOL.parameters(raw, tmp)
+
+
+def test_model_references_are_checked_before_connecting(tmp_path: Path) -> None:
+    from protocols.api import ParameterError
+
+    shutil.copy(DIGITS / "models.py", tmp_path / "models.py")
+    assert _params(tmp_path, model="models.py:CNN", model_args={"channels": 2}).model_args == {
+        "channels": 2}
+    cases = [({"model": "models.py"}, "is not 'file.py:Class' or 'package.module:Class'"),
+             ({"model": "other.py:MLP"}, "model file other.py not found"),
+             ({"model": "models.py:MLP", "model_args": {"width": 3}},
+              "parameter 'model_args': MLP(**{'width': 3}) failed: TypeError"),
+             ({"model": "no_such_package.models:MLP"}, "module no_such_package.models cannot "
+                                                       "be imported"),
+             ({"model": "torch.nn:LSTM", "model_args": {"input_size": 4, "hidden_size": 4}},
+              "the model (LSTM) has no secure implementation")]
+    for raw, message in cases:
+        with pytest.raises(ParameterError) as info:
+            _params(tmp_path, **raw)
+        assert message in str(info.value), (raw, str(info.value))
+
+
+def test_a_final_softmax_is_skipped_for_training(tmp_path: Path) -> None:
+    from protocols.neural import model as models
+
+    (tmp_path / "m.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.body = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LogSoftmax(1))\n"
+        "    def forward(self, x):\n"
+        "        return self.body(x)\n")
+    params = _params(tmp_path, model="m.py:Net")
+    net = models.build(models.spec(params), seed=1)
+    keys = set(net.state_dict())
+    assert models.scores_layer(net, 4) == "body.1"
+    scores = models.without_final_softmax(net, 4)
+    assert isinstance(scores.body[1], torch.nn.Identity) and set(scores.state_dict()) == keys
+    assert models.scores_layer(scores, 4) is None
+    again = models.build(models.spec(params), seed=1)  # the same weights from the same seed
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
+                                                  net.state_dict().values(), strict=True))
