@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 CRYPTEN := crypten==0.4.1
 
-.PHONY: setup demo test lint protos bench clean
+.PHONY: setup demo docker-demo test lint protos bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ demo: setup
 	$(BIN)/smpc selftest --parties 3
 	$(BIN)/smpc local examples/hospitals/consortium.toml
 
+# The Docker demo for real: engine (started if installed), image, `up`, each hospital's result
+# checked against its plaintext twin, teardown (docker/demo.py; docker/README.md)
+docker-demo: setup
+	$(BIN)/python docker/demo.py
+
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
@@ -38,6 +43,7 @@ protos: setup
 
 bench: setup
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/psi.py
 
 clean:
 	rm -rf $(VENV)

@@ -176,6 +176,10 @@ class ExportContext:
     revealed: dict[str, Any]  # everything this party learned, for cross-references
 
 
+DP_REQUIRED = "required"  # Output.dp: released only with differential privacy
+DP_OPTIONAL = "optional"  # Output.dp: with DP when the consortium gives it a budget
+
+
 @dataclass(frozen=True)
 class Output:
     """A value the protocol may reveal; the consortium's [[reveal]] says to whom."""
@@ -185,6 +189,17 @@ class Output:
     # writes the revealed value to files in context.folder; returns their paths
     export: Callable[[Any, ExportContext], list[Path]] | None = None
     optional: bool = False  # a consortium may leave it out of [[reveal]]: then nobody learns it
+    # differential privacy: "" (never), DP_REQUIRED (the consortium must give its [[reveal]]
+    # entry an epsilon and delta) or DP_OPTIONAL (with DP exactly when it gives them)
+    dp: str = ""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The (epsilon, delta) privacy budget the consortium gives one DP output."""
+
+    epsilon: float
+    delta: float
 
 
 @dataclass(frozen=True)
@@ -200,9 +215,10 @@ class Protocol:
     outputs: tuple[Output, ...] = ()
     # plaintext(inputs, params, seed, alone): the same computation in the clear on
     # {input name: [PlainTable of each party, rank order]}; `alone`: a rank, or None
-    # for everyone's rows; returns {output name: value}
+    # for everyone's rows; returns {output name: value}, or None when that party
+    # cannot compute it alone (e.g. it holds no labels of a vertical table)
     plaintext: Callable[[dict[str, list[PlainTable]], Params, bytes, int | None],
-                        dict[str, Any]] | None = None
+                        dict[str, Any] | None] | None = None
     compare: str | None = None  # the output `smpc local` compares with the plaintext baselines
     passed: Callable[[dict[str, Any]], bool] | None = None  # a check protocol's verdict
     # checks across parameters: returns what is wrong, or None
@@ -260,6 +276,13 @@ def public_generator(seed: bytes, purpose: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
 
 
+ROWS, COLUMNS = "rows", "columns"  # horizontal and vertical layouts of a table
+# An output smpc itself may reveal for any protocol that reads a vertical table: the size
+# of each vertical input's private set intersection (every party's node learns it anyway:
+# it shares that many rows), reported to every party or to nobody as [[reveal]] says.
+INTERSECTION_SIZE = "intersection_size"
+
+
 @dataclass(frozen=True)
 class PlainTable:
     """One party's rows of one input, checked and encoded: what it shares.
@@ -267,12 +290,20 @@ class PlainTable:
     features: rows x columns float32 (categorical columns one-hot, scaled
     columns in [0, 1]); labels: rows x 1 float32 class indices (0..K-1), or
     None for an unlabelled table.
+
+    A vertical table (`layout` COLUMNS) holds only this party's `columns` of
+    its rows; `identifiers` are its rows' identifiers (private: they leave the
+    party only blinded, inside the private set intersection); `pooled_columns`
+    are every party's columns in the pooled order (public, from the schema).
     """
 
     features: torch.Tensor
     labels: torch.Tensor | None
     columns: tuple[str, ...]
     classes: tuple[Any, ...] = ()
+    layout: str = ROWS
+    identifiers: tuple[str, ...] | None = None
+    pooled_columns: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -283,9 +314,12 @@ class PlainTable:
 class SharedTable:
     """Rows pooled from every party, secret-shared (CrypTen tensors).
 
-    `counts[i]` rows came from party i (public: shapes are public in MPC).
-    After the joint shuffle the rows are mixed; `order[k]` is the pooled row
-    that came k-th in rank order (public, from the joint seed).
+    Horizontal (`layout` ROWS): `counts[i]` rows came from party i (public:
+    shapes are public in MPC). After the joint shuffle the rows are mixed;
+    `order[k]` is the pooled row that came k-th in rank order (public, from
+    the joint seed). Vertical (COLUMNS): every row holds every party's
+    columns; `counts[i]` is the number of rows party i shared columns of (the
+    rows, or 0 for a party with no columns).
     """
 
     features: Any
@@ -294,10 +328,11 @@ class SharedTable:
     columns: tuple[str, ...]
     classes: tuple[Any, ...]
     order: torch.Tensor | None = None
+    layout: str = ROWS
 
     @property
     def rows(self) -> int:
-        return int(sum(self.counts))
+        return int(sum(self.counts)) if self.layout == ROWS else max(self.counts, default=0)
 
 
 class Session(TypingProtocol):
@@ -331,6 +366,23 @@ class Session(TypingProtocol):
         """Every providing party's columns of the same aligned rows, concatenated as shares
         (vertical partitioning); labels from the lowest-ranked party that has any."""
 
+    def share(self, input_name: str, shuffle: bool = True) -> SharedTable | None:
+        """The input pooled as the consortium lays it out: `share_rows` for a horizontal
+        table; for a vertical one, a private set intersection on the identifiers, then
+        every party's columns of the common rows (the label holder's labels), in the order
+        of a joint-seed hash of the identifier with `shuffle` (the plaintext twin's order),
+        else in the order of the blinded identifiers. ProtocolError if the intersection
+        is empty."""
+
+    def exchange(self, outgoing: dict[str, torch.Tensor], sources: list[str]
+                 ) -> dict[str, torch.Tensor]:
+        """Send `outgoing[party]` to each party, receive one tensor from each of `sources`.
+
+        For values that are public or blinded ONLY (set sizes, blinded identifiers):
+        nothing secret-shared and nothing private may go through it. Large tensors are
+        streamed in chunks by the wire; no message is opened or checked by the engine.
+        """
+
     def reveal(self, outputs: dict[str, Any] | str, value: Any = None,
                to: list[str] | None = None) -> dict[str, Any]:
         """Open declared outputs to their recipients, all in one round.
@@ -356,3 +408,10 @@ class Session(TypingProtocol):
 
     def communication_stats(self) -> dict[str, Any]:
         """Rounds and real bytes this party sent and received so far."""
+
+    def budget(self, output: str) -> Budget | None:
+        """The privacy budget the manifest gives a DP output; None when it is released
+        without differential privacy."""
+
+    def recipients(self, output: str) -> list[str]:
+        """The parties the manifest reveals `output` to, in rank order (none: nobody)."""

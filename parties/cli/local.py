@@ -126,7 +126,9 @@ def _print_outcome(out: Any) -> None:
         if isinstance(mpc, dict) else []
     if mpc is not None and columns:
         print(f"{'':24}" + "".join(f" {c:>10}" for c in columns))
-        rows = [("MPC (smpc)", mpc), ("pooled plaintext", out.baseline["pooled"])]
+        pooled = ("plaintext join", out.baseline["joined"]) if "joined" in out.baseline \
+            else ("pooled plaintext", out.baseline["pooled"])
+        rows = [("MPC (smpc)", mpc), pooled]
         rows += [(f"{p} alone", m) for p, m in out.baseline["alone"].items()]
         for label, m in rows:
             cells = "".join(f" {m[c]:10.4f}" if isinstance(m.get(c), int | float)

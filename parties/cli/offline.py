@@ -53,7 +53,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  input {input_name}: not provided by {args.as_}")
             continue
         cols = len(table.features[0]) if table.rows else table.features.shape[1]
-        print(f"  input {input_name}: {table.path}: {table.rows} rows, {cols} encoded columns")
+        print(f"  input {input_name}: {table.path}: {table.rows} rows, {cols} encoded columns"
+              + (", with identifiers" if table.identifiers is not None else ""))
         if table.ignored_columns:
             print(f"    ignoring columns not in the schema: {', '.join(table.ignored_columns)}")
     print(f"manifest digest {prepared.digest}")
@@ -61,7 +62,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {prepared.data_error}")
         return EXIT_ERROR
     if prepared.objection is not None:
-        print(f"refused by the policy: {prepared.objection}")
+        print(f"refused by the policy: {prepared.refusal or prepared.objection}")
         return EXIT_ERROR
     try:
         party.tls_identity(c, args.as_, prepared.policy.key if prepared.policy else None,
@@ -94,9 +95,17 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         t = c.tables[table]
         print(f"  input {input_name}: table {table} ({len(t.encoded_columns)} encoded columns"
               + (f", label {t.label!r} with classes {list(t.classes)}" if t.label else "") + ")")
+        if t.holders:
+            held = ", ".join(f"{p} {len(cols)}" + (" + the label" if p == t.label_holder else "")
+                             for p, cols in t.holders.items())
+            print(f"    vertical: columns held by {held}; rows matched by a private set "
+                  "intersection on each party's identifier column")
     print("revealed:")
     for r in c.reveal:
-        print(f"  {r.name} -> {', '.join(r.to)}")
+        budget = m["budget"].get(r.name)
+        dp = (f" (differential privacy: epsilon {budget['epsilon']:g}, delta "
+              f"{budget['delta']:g})" if budget else "")
+        print(f"  {r.name} -> {', '.join(r.to)}{dp}")
     hidden = [o.name for o in protocol.outputs if o.name not in {r.name for r in c.reveal}]
     for name in hidden:
         print(f"  {name} -> nobody")
@@ -122,7 +131,9 @@ def cmd_protocols(args: argparse.Namespace) -> int:
             print(f"  input {i.name} ({'required' if i.required else 'optional'}, from every "
                   f"'{i.role}'): {i.help}")
         for o in p.outputs:
-            print(f"  output {o.name}{' (optional)' if o.optional else ''}: {o.help}")
+            dp = {"required": ", differential privacy: needs a budget",
+                  "optional": ", differential privacy with a budget"}.get(o.dp, "")
+            print(f"  output {o.name}{' (optional)' if o.optional else ''}{dp}: {o.help}")
     return 0
 
 

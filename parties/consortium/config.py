@@ -52,10 +52,12 @@ class Party:
 
 @dataclass(frozen=True)
 class Reveal:
-    """One output the protocol may reveal, and to whom."""
+    """One output the protocol may reveal, and to whom; a DP output's (epsilon, delta)."""
 
     name: str
     to: tuple[str, ...]
+    epsilon: float | None = None  # the privacy budget of a differentially private output
+    delta: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,38 @@ class TableSchema:
     ranges: dict[str, tuple[float, float]]
     categories: dict[str, tuple[str, ...]]
     classes: tuple[str | int, ...]
+    # vertical partitioning: which party holds which features (rank order; `features` is
+    # their concatenation), who holds the label, and the identifier column (a default; a
+    # policy may name its own). Empty `holders`: every party holds every column.
+    holders: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    label_holder: str | None = None
+    identifier: str | None = None
+
+    @property
+    def layout(self) -> str:
+        """'columns' (vertical: parties hold different columns) or 'rows' (horizontal)."""
+        return "columns" if self.holders else "rows"
+
+    def view(self, party: str) -> TableSchema:
+        """What `party` itself holds of a vertical table: its features, and the label if it
+        holds it (a horizontal table: the table itself)."""
+        if not self.holders:
+            return self
+        mine = self.holders.get(party, ())
+        label = self.label if self.label_holder == party else None
+        return TableSchema(
+            name=self.name, features=mine, label=label,
+            types={c: t for c, t in self.types.items() if c in mine},
+            ranges={c: r for c, r in self.ranges.items() if c in mine},
+            categories={c: v for c, v in self.categories.items() if c in mine},
+            classes=self.classes)
+
+    def owners(self) -> dict[str, str]:
+        """Column -> the party that holds it, the label included (a vertical table)."""
+        out = {c: p for p, cols in self.holders.items() for c in cols}
+        if self.label is not None and self.label_holder is not None:
+            out[self.label] = self.label_holder
+        return out
 
     @property
     def encoded_columns(self) -> tuple[str, ...]:
@@ -88,8 +122,9 @@ class TableSchema:
         return tuple(out)
 
     def as_manifest(self) -> dict[str, Any]:
-        """Everything above as plain JSON-able values, maps sorted by column name."""
-        return {
+        """Everything above as plain JSON-able values, maps sorted by column name (the
+        vertical layout only for a vertical table)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "features": list(self.features),
             "label": self.label,
@@ -98,6 +133,11 @@ class TableSchema:
             "categories": {k: list(self.categories[k]) for k in sorted(self.categories)},
             "ranges": {k: list(self.ranges[k]) for k in sorted(self.ranges)},
         }
+        if self.holders:
+            out["layout"] = {"columns": {p: list(c) for p, c in self.holders.items()},
+                             "label_holder": self.label_holder,
+                             "identifier": self.identifier}
+        return out
 
 
 def _where(path: Path, lines: Mapping[KeyPath, int], keys: KeyPath) -> str:
@@ -176,9 +216,13 @@ class Policy:
     data: dict[str, Path]
     accept_protocols: tuple[str, ...]
     accept_reveal: tuple[str, ...]
+    identifiers: dict[str, str] = field(default_factory=dict)  # input -> identifier column
     key: Path | None = None
     cert: Path | None = None
     max_rows: int = DEFAULT_MAX_ROWS
+    # output -> the largest epsilon this organization accepts for it (it must be released
+    # with differential privacy then)
+    max_epsilon: dict[str, float] = field(default_factory=dict)
     _lines: Mapping[KeyPath, int] = field(default_factory=dict, repr=False, compare=False)
 
     def where(self, *keys: str | int) -> str:
@@ -313,7 +357,7 @@ def load_consortium(path: str | Path) -> Consortium:
     dealer = _address(src, src.get(dealer_raw, ("dealer", "address"), "[dealer]", str),
                       ("dealer", "address"), "[dealer]")
     _distinct_addresses(src, parties, dealer)
-    tables = _tables(src)
+    tables = _tables(src, parties)
     proto = src.get(doc, ("protocol",), "consortium file", dict)
     src.only(proto, ("protocol",), "[protocol]",
              ("name", "version", "file", "parameters", "inputs"))
@@ -391,7 +435,7 @@ def _inputs(src: _Source, proto: dict[str, Any], tables: dict[str, TableSchema]
     return dict(raw)
 
 
-def _tables(src: _Source) -> dict[str, TableSchema]:
+def _tables(src: _Source, parties: list[Party]) -> dict[str, TableSchema]:
     raw = src.get(src.doc, ("tables",), "consortium file", dict, {})
     out = {}
     for name, body in raw.items():
@@ -400,18 +444,31 @@ def _tables(src: _Source) -> dict[str, TableSchema]:
                                               "letters, digits, '-' or '_'")
         if not isinstance(body, dict):
             raise src.error(("tables", name), f"'tables.{name}' must be a [tables.{name}] table")
-        out[name] = _table_schema(src, name, body)
+        out[name] = _table_schema(src, name, body, [p.name for p in parties])
     return out
 
 
-def _table_schema(src: _Source, name: str, raw: dict[str, Any]) -> TableSchema:
+def _table_schema(src: _Source, name: str, raw: dict[str, Any],
+                  parties: list[str]) -> TableSchema:
     keys: KeyPath = ("tables", name)
     ctx = f"[tables.{name}]"
-    src.only(raw, keys, ctx, ("features", "label", "classes", "types", "categories", "ranges"))
-    features = src.names(raw, (*keys, "features"), ctx, "feature column")
+    src.only(raw, keys, ctx, ("features", "label", "classes", "types", "categories", "ranges",
+                              "columns", "label_holder", "identifier"))
     label = src.get(raw, (*keys, "label"), ctx, str, None)
     if label is not None and (not label.strip() or label != label.strip()):
         raise src.error((*keys, "label"), f"{ctx}: label {label!r} is not a column name")
+    holders: dict[str, tuple[str, ...]] = {}
+    label_holder = identifier = None
+    if "columns" in raw:
+        holders, label_holder, identifier = _vertical(src, raw, keys, ctx, label, parties)
+        features = [c for cols in holders.values() for c in cols]
+    else:
+        for key in ("label_holder", "identifier"):
+            if key in raw:
+                raise src.error((*keys, key), f"{ctx}: '{key}' is for a vertical table: "
+                                              f"declare which party holds which columns in "
+                                              f"[tables.{name}.columns]")
+        features = src.names(raw, (*keys, "features"), ctx, "feature column")
     if label in features:
         raise src.error((*keys, "label"), f"{ctx}: label {label!r} is also a feature")
     classes = _classes(src, raw, keys, ctx, label)
@@ -419,7 +476,60 @@ def _table_schema(src: _Source, name: str, raw: dict[str, Any]) -> TableSchema:
     categories = _categories(src, raw, keys, ctx, types)
     ranges = _ranges(src, raw, keys, ctx, types)
     return TableSchema(name=name, features=tuple(features), label=label, types=types,
-                       ranges=ranges, categories=categories, classes=classes)
+                       ranges=ranges, categories=categories, classes=classes, holders=holders,
+                       label_holder=label_holder, identifier=identifier)
+
+
+def _vertical(src: _Source, raw: dict[str, Any], keys: KeyPath, ctx: str, label: str | None,
+              parties: list[str]) -> tuple[dict[str, tuple[str, ...]], str | None, str | None]:
+    """A vertical table's [tables.NAME.columns] (party -> its features, pooled in rank
+    order), its label holder and its default identifier column."""
+    ck = (*keys, "columns")
+    where = f"{ctx[:-1]}.columns]"
+    if "features" in raw:
+        raise src.error((*keys, "features"), f"{ctx}: give either 'features' (every party "
+                                             f"holds them) or {where} (which party holds "
+                                             "which), not both")
+    declared = src.get(raw, ck, ctx, dict)
+    owner: dict[str, str] = {}
+    for party in declared:
+        if party not in parties:
+            raise src.error((*ck, party), f"{where}: {party!r} is not a party (parties: "
+                                          f"{', '.join(parties)})")
+        for i, col in enumerate(src.names(declared, (*ck, party), where,
+                                          f"column of {party!r}", empty=True)):
+            if col in owner:
+                raise src.error((*ck, party, i), f"{where}: column {col!r} is already "
+                                                 f"{owner[col]!r}'s; a column has one holder")
+            owner[col] = party
+    label_holder = src.get(raw, (*keys, "label_holder"), ctx, str, None)
+    if label is not None and label_holder is None:
+        raise src.error((*keys, "label"), f"{ctx}: a vertical table's label needs its holder: "
+                                          "add label_holder = \"PARTY\"")
+    if label_holder is not None:
+        if label is None:
+            raise src.error((*keys, "label_holder"), f"{ctx}: 'label_holder' is given but the "
+                                                     "table has no 'label'")
+        if label_holder not in parties:
+            raise src.error((*keys, "label_holder"), f"{ctx}: label holder {label_holder!r} "
+                                                     f"is not a party (parties: "
+                                                     f"{', '.join(parties)})")
+    if label in owner:
+        raise src.error((*keys, "label"), f"{ctx}: label {label!r} is also a column of "
+                                          f"{owner[label]!r}")
+    for party in parties:
+        if party not in declared and party != label_holder:
+            raise src.error(ck, f"{where}: party {party!r} holds no column and not the label; "
+                                "every party of a vertical table holds some")
+    identifier = src.get(raw, (*keys, "identifier"), ctx, str, None)
+    if identifier is not None and (not identifier.strip() or identifier in owner
+                                   or identifier == label):
+        raise src.error((*keys, "identifier"), f"{ctx}: identifier {identifier!r} must be a "
+                                               "column name that is neither a feature nor the "
+                                               "label (it is never shared)")
+    holders = {p: tuple(declared.get(p, ())) for p in parties
+               if p in declared or p == label_holder}
+    return holders, label_holder, identifier
 
 
 def _classes(src: _Source, raw: dict[str, Any], keys: KeyPath, ctx: str,
@@ -515,7 +625,7 @@ def _reveals(src: _Source, parties: list[Party]) -> tuple[Reveal, ...]:
     for i, entry in enumerate(raw):
         keys: KeyPath = ("reveal", i)
         ctx = f"[[reveal]] #{i + 1}"
-        src.only(entry, keys, ctx, ("name", "to"))
+        src.only(entry, keys, ctx, ("name", "to", "epsilon", "delta"))
         name = src.get(entry, (*keys, "name"), ctx, str)
         if not name.strip():
             raise src.error((*keys, "name"), f"{ctx}: 'name' is empty")
@@ -526,13 +636,33 @@ def _reveals(src: _Source, parties: list[Party]) -> tuple[Reveal, ...]:
             if party not in names:
                 raise src.error((*keys, "to", j), f"{ctx} '{name}': recipient {party!r} is not "
                                                   f"a party (parties: {', '.join(names)})")
-        out.append(Reveal(name, tuple(to)))
+        out.append(Reveal(name, tuple(to), *_budget(src, entry, keys, f"{ctx} '{name}'")))
     return tuple(out)
+
+
+def _budget(src: _Source, entry: dict[str, Any], keys: KeyPath, ctx: str
+            ) -> tuple[float | None, float | None]:
+    """A [[reveal]] entry's (epsilon, delta): both or neither; epsilon > 0, 0 <= delta < 1."""
+    epsilon = src.get(entry, (*keys, "epsilon"), ctx, (int, float), None)
+    delta = src.get(entry, (*keys, "delta"), ctx, (int, float), None)
+    if epsilon is None and delta is None:
+        return None, None
+    if epsilon is None or delta is None:
+        given, missing = ("epsilon", "delta") if delta is None else ("delta", "epsilon")
+        raise src.error((*keys, given), f"{ctx}: a privacy budget needs both epsilon and delta; "
+                                        f"'{given}' is given, '{missing}' is missing")
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        raise src.error((*keys, "epsilon"), f"{ctx}: epsilon must be a number > 0, got "
+                                            f"{epsilon!r}")
+    if not math.isfinite(delta) or not 0 <= delta < 1:
+        raise src.error((*keys, "delta"), f"{ctx}: delta must be a number >= 0 and < 1, got "
+                                          f"{delta!r}")
+    return float(epsilon), float(delta)
 
 
 # ---- the policy file -------------------------------------------------------------------------
 
-_POLICY = ("party", "max_rows", "data", "accept", "key", "cert")
+_POLICY = ("party", "max_rows", "data", "identifiers", "accept", "key", "cert")
 _RETIRED_POLICY = {"test_data": "name each protocol input's file in a [data] table, "
                                 "e.g. [data] train = \"train.csv\", test = \"test.csv\""}
 
@@ -555,10 +685,11 @@ def load_policy(path: str | Path) -> Policy:
                                    f"file: write [data] then train = {doc['data']!r}")
     data_raw = src.get(doc, ("data",), "policy", dict, {})
     accept = src.get(doc, ("accept",), "policy", dict, {})
-    src.only(accept, ("accept",), "[accept]", ("protocols", "reveal"))
+    src.only(accept, ("accept",), "[accept]", ("protocols", "reveal", "max_epsilon"))
     protocols = src.names(accept, ("accept", "protocols"), "[accept]", "protocol name", [],
                           empty=True)
     reveal = src.names(accept, ("accept", "reveal"), "[accept]", "output name", [], empty=True)
+    max_epsilon = _max_epsilon(src, accept)
 
     def resolve(keys: KeyPath, ctx: str) -> Path:
         value = src.get(doc if len(keys) == 1 else data_raw, keys, ctx, str)
@@ -568,6 +699,28 @@ def load_policy(path: str | Path) -> Policy:
         return p if p.is_absolute() else Path(os.path.normpath(path.parent / p))
 
     data = {name: resolve(("data", name), "[data]") for name in data_raw}
+    id_raw = src.get(doc, ("identifiers",), "policy", dict, {})
+    identifiers = {name: src.get(id_raw, ("identifiers", name), "[identifiers]", str)
+                   for name in id_raw}
+    for name, column in identifiers.items():
+        if not column.strip() or column != column.strip():
+            raise src.error(("identifiers", name), f"[identifiers]: {name!r} = {column!r} is "
+                                                   "not a column name")
     optional = {k: resolve((k,), "policy") for k in ("key", "cert") if k in doc}
     return Policy(path=path, party=party, data=data, accept_protocols=tuple(protocols),
-                  accept_reveal=tuple(reveal), max_rows=max_rows, _lines=src.lines, **optional)
+                  accept_reveal=tuple(reveal), identifiers=identifiers, max_rows=max_rows,
+                  max_epsilon=max_epsilon, _lines=src.lines, **optional)
+
+
+def _max_epsilon(src: _Source, accept: dict[str, Any]) -> dict[str, float]:
+    """[accept] max_epsilon = {output = number > 0, ...}."""
+    keys: KeyPath = ("accept", "max_epsilon")
+    raw = src.get(accept, keys, "[accept]", dict, {})
+    out = {}
+    for name, value in raw.items():
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value <= 0:
+            raise src.error((*keys, name), f"[accept]: max_epsilon for {name!r} must be a "
+                                           f"number > 0, got {value!r}")
+        out[name] = float(value)
+    return out

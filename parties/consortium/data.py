@@ -69,33 +69,40 @@ class LoadedTable:
     features: torch.Tensor
     labels: torch.Tensor | None
     ignored_columns: tuple[str, ...]
+    identifiers: tuple[str, ...] | None = None  # a vertical table's: one per row, distinct
 
     @property
     def rows(self) -> int:
         return int(self.features.shape[0])
 
 
-def load_table(path: str | Path, schema: TableSchema,
-               max_rows: int = DEFAULT_MAX_ROWS) -> LoadedTable:
+def load_table(path: str | Path, schema: TableSchema, max_rows: int = DEFAULT_MAX_ROWS,
+               identifier: str | None = None, foreign: dict[str, str] | None = None
+               ) -> LoadedTable:
     """Read `path`, check every declared cell of every row, and encode the table.
+
+    With `identifier` (a vertical table), that column is read too: every row needs one,
+    and no two rows may share one. `foreign` maps the columns that other parties hold
+    to their holder: a file that has one of them is refused.
 
     Raises DataError naming the file, line and column of the first problem, or
     the line where the file passes `max_rows` data rows (the rest is not read).
     """
     try:
-        return _read(Path(path), schema, max_rows)
+        return _read(Path(path), schema, max_rows, identifier, foreign or {})
     except DataError as exc:
         exc.table = schema.name
         raise
 
 
-def _read(path: Path, schema: TableSchema, max_rows: int) -> LoadedTable:
+def _read(path: Path, schema: TableSchema, max_rows: int, identifier: str | None,
+          foreign: dict[str, str]) -> LoadedTable:
     capacity = _line_bound(path, max_rows)
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
             try:
-                return _load(path, reader, schema, max_rows, capacity)
+                return _load(path, reader, schema, max_rows, capacity, identifier, foreign)
             except csv.Error as exc:
                 raise DataError(f"{path}:{reader.line_num}: not a readable CSV line "
                                 f"({exc})") from None
@@ -121,20 +128,25 @@ def _line_bound(path: Path, max_rows: int) -> int:
 
 
 def _load(path: Path, reader: Any, schema: TableSchema, max_rows: int,
-          capacity: int) -> LoadedTable:
+          capacity: int, identifier: str | None, foreign: dict[str, str]) -> LoadedTable:
     header = next(reader, None)
     if header is None or not any(h.strip() for h in header):
         raise DataError(f"{path}: the file is empty (no header line)")
-    plan = _Plan(path, schema, [h.strip() for h in header])
+    plan = _Plan(path, schema, [h.strip() for h in header], identifier, foreign)
     features = np.zeros((capacity, plan.out_width), np.float32)
     labels = np.zeros((capacity, 1), np.float32) if plan.label is not None else None
+    ids: list[str] | None = [] if identifier is not None else None
+    first_line: dict[str, int] = {}
     rows = 0
     while parsed := _parse_chunk(reader, plan, min(CHUNK_ROWS, max_rows - rows + 1)):
-        x, y, lines = parsed
+        x, y, lines, chunk_ids = parsed
         if rows + len(x) > max_rows:
             line = lines[max_rows - rows]
             raise DataError(f"{path}:{line}: more than {max_rows} data rows, the limit set by "
                             "the policy's 'max_rows'")
+        if ids is not None:
+            _distinct(path, identifier, chunk_ids, lines, first_line)
+            ids += chunk_ids
         if rows + len(x) > len(features):  # only when lines end in a lone '\r'
             grow = min(max(2 * len(features), rows + len(x)), max_rows)
             features = np.concatenate([features, np.zeros((grow - len(features),
@@ -148,18 +160,31 @@ def _load(path: Path, reader: Any, schema: TableSchema, max_rows: int,
     if rows == 0:
         raise DataError(f"{path}: no data rows after the header")
     y = torch.from_numpy(labels[:rows]) if labels is not None else None
-    return LoadedTable(path, torch.from_numpy(features[:rows]), y, plan.ignored)
+    return LoadedTable(path, torch.from_numpy(features[:rows]), y, plan.ignored,
+                       tuple(ids) if ids is not None else None)
+
+
+def _distinct(path: Path, column: str | None, ids: list[str], lines: list[int],
+              first_line: dict[str, int]) -> None:
+    """Refuse an identifier seen before (on this chunk's or an earlier line)."""
+    for ident, line in zip(ids, lines, strict=True):
+        seen = first_line.setdefault(ident, line)
+        if seen != line:
+            raise DataError(f"{path}:{line}: column {column!r}: identifier {ident!r} appears "
+                            f"again (first on line {seen}); each row needs its own identifier")
 
 
 def _parse_chunk(reader: Any, plan: _Plan, limit: int
-                 ) -> tuple[np.ndarray, np.ndarray | None, list[int]] | None:
-    """The next chunk's encoded rows and the line each starts on; None at the end of the file.
-    The chunk's cells (Python strings) are freed on return, before the next chunk is read."""
+                 ) -> tuple[np.ndarray, np.ndarray | None, list[int], list[str]] | None:
+    """The next chunk's encoded rows, the line each starts on and their identifiers (empty
+    without an identifier column); None at the end of the file. The chunk's cells (Python
+    strings) are freed on return, before the next chunk is read."""
     chunk, lines = _read_chunk(reader, limit)
     if not chunk:
         return None
     x, y, kept = plan.fast(chunk) or plan.slow(chunk, lines)
-    return x, y, (lines if isinstance(kept, range) else [lines[k] for k in kept])
+    lines = lines if isinstance(kept, range) else [lines[k] for k in kept]
+    return x, y, lines, plan.identifiers(chunk, kept, lines)
 
 
 def _read_chunk(reader: Any, limit: int) -> tuple[list[list[str]], list[int]]:
@@ -184,18 +209,29 @@ def _number(x: float) -> str:
 class _Plan:
     """Where each declared column is in the header and in the encoded matrix, and its checks."""
 
-    def __init__(self, path: Path, schema: TableSchema, header: list[str]) -> None:
+    def __init__(self, path: Path, schema: TableSchema, header: list[str],
+                 identifier: str | None = None, foreign: dict[str, str] | None = None) -> None:
         self.path = path
         self.width = len(header)
+        for col in header:
+            if col in (foreign or {}):
+                raise DataError(f"{path}:1: column {col!r} is held by party "
+                                f"{(foreign or {})[col]!r} in table {schema.name!r}, not by "
+                                f"this party (its columns: {', '.join(schema.features)})")
         declared = [*schema.features, *([schema.label] if schema.label else [])]
-        for col in declared:
+        if identifier is not None and identifier not in header:
+            raise DataError(f"{path}:1: identifier column {identifier!r} is missing (the "
+                            f"header has: {', '.join(header)})")
+        for col in [*declared, *([identifier] if identifier is not None else [])]:
             if col not in header:
                 raise DataError(f"{path}:1: column {col!r} is missing "
                                 f"(the header has: {', '.join(header)})")
             if header.count(col) > 1:
                 raise DataError(f"{path}:1: column {col!r} appears {header.count(col)} times "
                                 "in the header")
-        self.ignored = tuple(h for h in header if h not in declared)
+        self.identifier = identifier
+        self.id_index = header.index(identifier) if identifier is not None else -1
+        self.ignored = tuple(h for h in header if h not in declared and h != identifier)
         # numeric features: (column, header index, output index, type)
         self.numeric: list[tuple[str, int, int, str]] = []
         # categorical features: (column, header index, first output index, category -> offset)
@@ -233,6 +269,18 @@ class _Plan:
                             if kind == "binary"]
         self.range_cols = [(k, self.ranges[c]) for k, (c, _, _, _) in enumerate(self.numeric)
                            if c in self.ranges]
+
+    def identifiers(self, chunk: list[list[str]], kept: range | list[int],
+                    lines: list[int]) -> list[str]:
+        """The identifier of each kept row (stripped); DataError for an empty one."""
+        if self.identifier is None:
+            return []
+        ids = [chunk[k][self.id_index].strip() for k in kept]
+        if not all(ids):
+            line = lines[ids.index("")]
+            raise DataError(f"{self.path}:{line}: identifier column {self.identifier!r} is "
+                            "empty")
+        return ids
 
     # -- the vectorized path: None as soon as anything needs a closer look ----------------
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from parties.consortium.config import ConfigError, Consortium, Policy
 from protocols import registry
-from protocols.api import ParameterError, Params, Protocol
+from protocols.api import DP_REQUIRED, INTERSECTION_SIZE, ParameterError, Params, Protocol
 
 MANIFEST_VERSION = 2
 # smpc's own code that computes or decides what is computed (the CLI is left out), as
@@ -96,6 +96,12 @@ def resolve_inputs(consortium: Consortium, protocol: Protocol) -> dict[str, str]
         if not providers(consortium, spec.role):
             raise ConfigError(f"{consortium.where('parties')}: input '{name}' comes from parties "
                               f"with the role '{spec.role}', and no party has it")
+        holders = set(table.holders)
+        if holders and holders != set(providers(consortium, spec.role)):
+            raise ConfigError(f"{where}: input '{name}' comes from the parties with the role "
+                              f"'{spec.role}' ({', '.join(providers(consortium, spec.role))}), "
+                              f"but the vertical table '{table.name}' is held by "
+                              f"{', '.join(sorted(holders))}")
     return mapping
 
 
@@ -105,17 +111,52 @@ def providers(consortium: Consortium, role: str) -> list[str]:
 
 
 def check_reveals(consortium: Consortium, protocol: Protocol) -> None:
-    """[[reveal]] must name every output of the protocol (optional ones may be left out)."""
+    """[[reveal]] must name every output of the protocol (optional ones may be left out).
+
+    A consortium whose inputs read a vertical table may also reveal smpc's own
+    `intersection_size`, to every party (or leave it out: to nobody); every party's node
+    learns it anyway, so revealing it to some parties only would be a false promise."""
     outputs = {o.name: o for o in protocol.outputs}
+    vertical = any(consortium.tables[t].layout == "columns"
+                   for t in resolve_inputs(consortium, protocol).values())
     for i, r in enumerate(consortium.reveal):
+        if r.name == INTERSECTION_SIZE and vertical and r.name not in outputs:
+            if set(r.to) != set(consortium.party_names):
+                raise ConfigError(f"{consortium.where('reveal', i, 'to')}: "
+                                  f"'{INTERSECTION_SIZE}' goes to every party or, left out of "
+                                  "[[reveal]], to nobody: each party's node learns it when it "
+                                  "shares its rows of the intersection")
+            continue
         if r.name not in outputs:
+            extra = f", and {INTERSECTION_SIZE} with a vertical table" if not vertical else ""
             raise ConfigError(f"{consortium.where('reveal', i, 'name')}: {protocol.name} has no "
-                              f"output '{r.name}' (its outputs: {', '.join(outputs) or 'none'})")
+                              f"output '{r.name}' (its outputs: {', '.join(outputs) or 'none'}"
+                              f"{extra if r.name == INTERSECTION_SIZE else ''})")
     named = {r.name for r in consortium.reveal}
     for name, output in outputs.items():
         if name not in named and not output.optional:
             raise ConfigError(f"{consortium.where('reveal')}: {protocol.name} reveals '{name}' "
                               f"({output.help}), but no [[reveal]] says to whom")
+
+
+def check_budgets(consortium: Consortium, protocol: Protocol) -> dict[str, dict[str, float]]:
+    """Output -> its (epsilon, delta) from [[reveal]]: a DP output that is revealed needs one,
+    other outputs may not have one (the range of each number is checked in config.py)."""
+    budgets = {}
+    declared = {o.name: o for o in protocol.outputs}
+    for i, r in enumerate(consortium.reveal):
+        dp = declared[r.name].dp if r.name in declared else None  # a platform output has no DP
+        if r.epsilon is not None and not dp:
+            raise ConfigError(f"{consortium.where('reveal', i, 'epsilon')}: {protocol.name}'s "
+                              f"output '{r.name}' is not differentially private; a privacy "
+                              "budget (epsilon, delta) has no meaning for it")
+        if r.epsilon is None and dp == DP_REQUIRED:
+            raise ConfigError(f"{consortium.where('reveal', i)}: {protocol.name} reveals "
+                              f"'{r.name}' with differential privacy: give this [[reveal]] its "
+                              "budget, e.g. epsilon = 1.0 and delta = 1e-5")
+        if r.epsilon is not None and r.delta is not None:
+            budgets[r.name] = {"epsilon": r.epsilon, "delta": r.delta}
+    return budgets
 
 
 def code_hashes(protocol: Protocol, params: Params | None = None) -> dict[str, Any]:
@@ -168,6 +209,7 @@ def build(consortium: Consortium, protocol: Protocol | None = None) -> dict[str,
     params = check_parameters(consortium, protocol)
     inputs = resolve_inputs(consortium, protocol)
     check_reveals(consortium, protocol)
+    budgets = check_budgets(consortium, protocol)
     used = sorted(set(inputs.values()))
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -181,6 +223,7 @@ def build(consortium: Consortium, protocol: Protocol | None = None) -> dict[str,
         "inputs": dict(sorted(inputs.items())),
         "tables": {name: consortium.tables[name].as_manifest() for name in used},
         "reveal": [[r.name, list(r.to)] for r in consortium.reveal],
+        "budget": budgets,  # output -> {"epsilon", "delta"} of each DP output
     }
 
 
@@ -235,6 +278,39 @@ def policy_objection(manifest: dict[str, Any], policy: Policy, me: str) -> str |
     for name, _to in manifest["reveal"]:
         if name not in policy.accept_reveal:
             return f"its policy does not accept revealing '{name}' (field reveal)"
+    refused = budget_refusal(manifest, policy)
+    return refused[0] if refused is not None else None
+
+
+def budget_refusal(manifest: dict[str, Any], policy: Policy,
+                   consortium: Consortium | None = None) -> tuple[str, str] | None:
+    """(what the peers are told, what this party prints) when the policy's [accept]
+    max_epsilon refuses a revealed output's budget; None when every budget is within it.
+
+    An output the policy caps must be released with differential privacy: without a budget
+    its epsilon is unbounded. The peers learn the two numbers and the field; the local
+    message adds the policy's and the consortium's file:line.
+    """
+    budgets = manifest.get("budget", {})
+    for i, (name, _to) in enumerate(manifest["reveal"]):
+        cap = policy.max_epsilon.get(name)
+        if cap is None:
+            continue
+        mine = policy.where("accept", "max_epsilon", name)
+        theirs = consortium.where("reveal", i) if consortium is not None else "the consortium"
+        asked = budgets.get(name)
+        if asked is None:
+            public = (f"its policy accepts '{name}' only with differential privacy, epsilon <= "
+                      f"{cap:g}; the consortium reveals it without a budget (field budget)")
+            return public, (f"{mine}: the policy accepts '{name}' only with differential "
+                            f"privacy, epsilon <= {cap:g}; {theirs} reveals it without a budget")
+        if asked["epsilon"] > cap:
+            public = (f"its policy accepts epsilon <= {cap:g} for '{name}'; the consortium asks "
+                      f"epsilon = {asked['epsilon']:g} (field budget.{name}.epsilon)")
+            where = consortium.where("reveal", i, "epsilon") if consortium is not None \
+                else theirs
+            return public, (f"{mine}: the policy accepts epsilon <= {cap:g} for '{name}', but "
+                            f"{where} asks epsilon = {asked['epsilon']:g}")
     return None
 
 

@@ -26,7 +26,7 @@ from parties.node import party as party_node
 from parties.node.launcher import LocalRun, launch
 from parties.node.runtime import DEALER
 from protocols import registry
-from protocols.api import PlainTable, Protocol
+from protocols.api import COLUMNS, PlainTable, Protocol
 
 
 @dataclass
@@ -102,7 +102,7 @@ def run_local(consortium_path: str | Path, policies: dict[str, str] | None = Non
                                             tls=False)
         if prepared.data_error is not None:
             raise party_node.LocalDataError(prepared.data_error)
-        mine = party_node.plain_tables(consortium, prepared.inputs, prepared.loaded)
+        mine = party_node.plain_tables(consortium, prepared.inputs, prepared.loaded, name)
         for input_name, table in mine.items():
             tables.setdefault(input_name, []).append(table)
         assert all(len(v) == rank + 1 for v in tables.values())
@@ -132,18 +132,23 @@ def run_local(consortium_path: str | Path, policies: dict[str, str] | None = Non
 
 def baselines(protocol: Protocol, params: Any, tables: dict[str, list[PlainTable]],
               seed: bytes, parties: list[str]) -> dict[str, Any]:
-    """The protocol's compared output in plaintext: pooled, and each party alone."""
+    """The protocol's compared output in plaintext: pooled ("joined" for vertical tables, on
+    their identifiers), and each party alone (a party that cannot is left out)."""
     assert protocol.plaintext is not None and protocol.compare is not None
-    pooled = protocol.plaintext(tables, params, seed, None)[protocol.compare]
+    pooled = (protocol.plaintext(tables, params, seed, None) or {}).get(protocol.compare)
+    vertical = any(t and t[0].layout == COLUMNS for t in tables.values())
     alone = {}
     for rank, name in enumerate(parties):
         if not any(t[rank].rows for t in tables.values()):
             continue  # provides no rows at all
         try:
-            alone[name] = protocol.plaintext(tables, params, seed, rank)[protocol.compare]
+            result = protocol.plaintext(tables, params, seed, rank)
         except Exception as exc:  # e.g. a party whose rows hold one class only
             alone[name] = {"error": f"{type(exc).__name__}: {exc}"}
-    return {"pooled": pooled, "alone": alone}
+            continue
+        if result is not None:
+            alone[name] = result[protocol.compare]
+    return {"joined" if vertical else "pooled": pooled, "alone": alone}
 
 
 def write_generated(target: str, parties: int, folder: Path, insecure: bool = False,

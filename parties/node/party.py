@@ -34,7 +34,7 @@ from parties.consortium.data import DataError, LoadedTable, load_table
 from parties.node import runtime
 from parties.node.checkpoint import Checkpoints
 from parties.wire.transport import LinkOptions, TlsIdentity
-from protocols.api import ExportContext, Params, PlainTable, Protocol
+from protocols.api import COLUMNS, Budget, ExportContext, Params, PlainTable, Protocol
 
 DATA_REFUSED = "its data failed its local validation"
 
@@ -62,6 +62,7 @@ class Prepared:
     data_error: str | None = None
     tls: TlsIdentity | None = None
     policy: Policy | None = None
+    refusal: str | None = None  # this party's own account of a budget refusal (file:line)
 
     @property
     def digest(self) -> str:
@@ -149,8 +150,12 @@ def prepare_party(consortium_path: str | Path, name: str, policy_path: str | Pat
     policy = load_policy(policy_path)
     prepared.policy = policy
     prepared.objection = manifest.policy_objection(prepared.manifest, policy, name)
+    refused = manifest.budget_refusal(prepared.manifest, policy, prepared.consortium)
     if tls:
         prepared.tls = tls_identity(prepared.consortium, name, policy.key, policy.cert, insecure)
+    if refused is not None and prepared.objection == refused[0]:
+        prepared.refusal = refused[1]  # a privacy budget above the policy: the data stays unread
+        return prepared
     try:
         prepared.loaded = load_inputs(prepared.consortium, policy, name, prepared.protocol,
                                       prepared.inputs)
@@ -181,23 +186,46 @@ def load_inputs(consortium: Consortium, policy: Policy, name: str, protocol: Pro
                                   f"'{input_name}' ({spec.help}); add it under [data]")
             out[input_name] = None
             continue
-        out[input_name] = load_table(path, consortium.tables[table], policy.max_rows)
+        schema = consortium.tables[table]
+        if schema.layout == "rows":
+            out[input_name] = load_table(path, schema, policy.max_rows)
+            continue
+        identifier = policy.identifiers.get(input_name) or schema.identifier
+        if identifier is None:
+            raise ConfigError(f"{policy.where('identifiers')}: input '{input_name}' reads the "
+                              f"vertical table '{table}', which names no identifier column: "
+                              f"name this party's under [identifiers] ({input_name} = "
+                              "\"COLUMN\")")
+        mine = schema.view(name)
+        if identifier in schema.owners():
+            raise ConfigError(f"{policy.where('identifiers', input_name)}: identifier column "
+                              f"'{identifier}' is a column of table '{table}'; the identifier "
+                              "is never shared, so it cannot be one")
+        foreign = {c: p for c, p in schema.owners().items() if p != name}
+        out[input_name] = load_table(path, mine, policy.max_rows, identifier, foreign)
     return out
 
 
 def plain_tables(consortium: Consortium, inputs: dict[str, str],
-                 loaded: dict[str, LoadedTable | None]) -> dict[str, PlainTable]:
-    """What the protocol sees of this party's inputs (zero rows where it provides none)."""
+                 loaded: dict[str, LoadedTable | None], name: str = "") -> dict[str, PlainTable]:
+    """What the protocol sees of `name`'s inputs (zero rows where it provides none)."""
     out = {}
     for input_name, table_name in inputs.items():
         schema = consortium.tables[table_name]
         got = loaded.get(input_name)
-        width = len(schema.encoded_columns)
+        mine = schema.view(name)  # a vertical table: this party's columns and label only
+        width = len(mine.encoded_columns)
         features = got.features if got is not None else torch.empty(0, width)
         labels = got.labels if got is not None else (
-            torch.empty(0, 1) if schema.label is not None else None)
-        out[input_name] = PlainTable(features, labels, tuple(schema.encoded_columns),
-                                     tuple(schema.classes))
+            torch.empty(0, 1) if mine.label is not None else None)
+        if schema.layout == "rows":
+            out[input_name] = PlainTable(features, labels, tuple(schema.encoded_columns),
+                                         tuple(schema.classes))
+            continue
+        out[input_name] = PlainTable(
+            features, labels, tuple(mine.encoded_columns), tuple(schema.classes),
+            layout=COLUMNS, identifiers=(got.identifiers or ()) if got is not None else (),
+            pooled_columns=tuple(schema.encoded_columns))
     return out
 
 
@@ -225,6 +253,8 @@ def agree(prepared: Prepared, listen: str | None, options: LinkOptions, control:
         mesh.abort(str(exc) if isinstance(exc, manifest.ManifestError) else "handshake failed")
         if prepared.data_error is not None:
             raise LocalDataError(prepared.data_error) from None
+        if prepared.refusal is not None:
+            raise manifest.ManifestError(f"refused by its policy: {prepared.refusal}") from None
         raise
     return spec, mesh
 
@@ -238,11 +268,13 @@ def run_party(prepared: Prepared, listen: str | None, options: LinkOptions, cont
     folder = Path(checkpoint_dir or Path("checkpoints") / consortium.name / name)
     job = runtime.PartyJob(
         protocol=prepared.protocol, params=prepared.params,
-        tables=plain_tables(consortium, prepared.inputs, prepared.loaded),
+        tables=plain_tables(consortium, prepared.inputs, prepared.loaded, name),
         providers={i: manifest.providers(consortium, prepared.protocol.input(i).role)
                    for i in prepared.inputs},
         reveal_to={r.name: list(r.to) for r in consortium.reveal},
-        checkpoints=Checkpoints(folder, prepared.digest, resume))
+        checkpoints=Checkpoints(folder, prepared.digest, resume),
+        budgets={name: Budget(b["epsilon"], b["delta"])
+                 for name, b in prepared.manifest.get("budget", {}).items()})
     run = runtime.run_party(spec, mesh, job, on_progress)
     outcome = Outcome(name, prepared.digest, prepared.protocol.name, run.result, run.seconds,
                       run.stats, run.seed.hex(), run.resumed_from)

@@ -26,7 +26,15 @@ from parties.consortium.config import RANDOMNESS
 from parties.node.checkpoint import CheckpointError, Checkpoints
 from parties.node.session import PartySession
 from parties.wire.transport import LinkOptions, Mesh, PeerError
-from protocols.api import ParameterError, Params, PlainTable, Protocol, ProtocolError, RevealError
+from protocols.api import (
+    Budget,
+    ParameterError,
+    Params,
+    PlainTable,
+    Protocol,
+    ProtocolError,
+    RevealError,
+)
 
 log = logging.getLogger("smpc.runtime")
 
@@ -87,6 +95,7 @@ class PartyJob:
     providers: dict[str, list[str]]
     reveal_to: dict[str, list[str]]
     checkpoints: Checkpoints | None = None
+    budgets: dict[str, Budget] = field(default_factory=dict)  # the manifest's DP budgets
 
 
 @dataclass
@@ -193,12 +202,13 @@ def run_party(spec: NodeSpec, mesh: Mesh, job: PartyJob,
             seed=seed, communicator=comm, outputs=tuple(o.name for o in job.protocol.outputs),
             reveal_to=job.reveal_to, tables=job.tables, providers=job.providers,
             checkpoints=job.checkpoints, restored=agreed[:2] if agreed is not None else None,
-            on_progress=on_progress)
+            on_progress=on_progress, budgets=dict(job.budgets))
         comm.reset_communication_stats()
         tic = time.perf_counter()
         result = _profiled(lambda: job.protocol.run(session), spec.name) or {}
         elapsed = time.perf_counter() - tic
         _check_result(job.protocol, result)
+        result = {**session.platform_outputs(), **result}
         comm.barrier()  # everything each party sent has arrived before anyone closes
     except PeerError as exc:
         lost = RunInterrupted(exc.peer, exc.what,

@@ -14,7 +14,16 @@ from typing import Any
 
 import torch
 
-from protocols.api import Params, PlainTable, RevealError, SharedTable, public_generator
+from protocols.api import (
+    COLUMNS,
+    INTERSECTION_SIZE,
+    Budget,
+    Params,
+    PlainTable,
+    RevealError,
+    SharedTable,
+    public_generator,
+)
 from protocols.blocks import sharing
 
 
@@ -36,7 +45,9 @@ class PartySession:
     restored: tuple[int, dict[str, Any]] | None = None
     on_progress: Callable[[str, dict[str, Any]], None] | None = None
     revealed: dict[str, Any] = field(default_factory=dict)
+    platform: dict[str, Any] = field(default_factory=dict)  # smpc's own outputs (per input)
     last_step: tuple[str, dict[str, Any]] | None = None
+    budgets: dict[str, Budget] = field(default_factory=dict)  # the manifest's DP budgets
 
     @property
     def world_size(self) -> int:
@@ -57,6 +68,42 @@ class PartySession:
 
     def share_columns(self, input_name: str) -> SharedTable | None:
         return sharing.share_columns(self, input_name)
+
+    def share(self, input_name: str, shuffle: bool = True) -> SharedTable | None:
+        mine = self.tables.get(input_name)
+        if mine is None or mine.layout != COLUMNS:
+            return sharing.share_rows(self, input_name, shuffle)
+        pooled = sharing.share_vertical(self, input_name, shuffle)
+        if pooled is not None:
+            self.platform.setdefault(INTERSECTION_SIZE, {})[input_name] = pooled.rows
+        return pooled
+
+    def exchange(self, outgoing: dict[str, torch.Tensor], sources: list[str]
+                 ) -> dict[str, torch.Tensor]:
+        """Public or blinded tensors only, by party name (on the communicator's exchange)."""
+        for name in [*outgoing, *sources]:
+            if name not in self.parties or name == self.party:
+                raise ValueError(f"exchange: '{name}' is not another party (parties: "
+                                 f"{', '.join(self.parties)})")
+        for t in outgoing.values():
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"exchange sends tensors, not {type(t).__name__}")
+        rank = self.parties.index
+        got = self.communicator.exchange({rank(p): t for p, t in outgoing.items()},
+                                         [rank(p) for p in sources])
+        return {self.parties[r]: t for r, t in got.items()}
+
+    def platform_outputs(self) -> dict[str, Any]:
+        """smpc's own declared outputs as this party learned them (None where it is not a
+        recipient); recorded in `revealed` too."""
+        out = {}
+        for name, value in self.platform.items():
+            if name in self.reveal_to:
+                mine = self.party in self.reveal_to[name]
+                out[name] = value if mine else None
+                if mine:
+                    self.revealed[name] = value
+        return out
 
     # ------------------------------------------------------------ outputs
     def reveal(self, outputs: dict[str, Any] | str, value: Any = None,
@@ -110,6 +157,13 @@ class PartySession:
 
     def communication_stats(self) -> dict[str, Any]:
         return self.communicator.get_communication_stats()
+
+    def budget(self, output: str) -> Budget | None:
+        return self.budgets.get(output)
+
+    def recipients(self, output: str) -> list[str]:
+        declared = self.reveal_to.get(output, [])
+        return [p for p in self.parties if p in declared]
 
     def stage(self) -> str:
         """Where the run is, for error messages: 'after epoch 4/10 (round 3120)'."""

@@ -73,6 +73,31 @@ def as_plain(revealed: dict[str, torch.Tensor]) -> dict[str, Any]:
     return {k: float(v.item()) if v.numel() == 1 else v.tolist() for k, v in revealed.items()}
 
 
+def confusion(scores: Any, labels: Any) -> Any:
+    """The 2x2 confusion matrix [[tn, fp], [fn, tp]] of logits, as shares (no AUC)."""
+    import crypten
+
+    n = scores.size(0)
+    predicted = scores > 0
+    tp = (predicted * labels).sum()
+    fp = predicted.sum() - tp
+    fn = labels.sum() - tp
+    tn = n - tp - fp - fn
+    return crypten.stack([v.reshape(1) for v in (tn, fp, fn, tp)]).reshape(2, 2)
+
+
+def from_confusion(matrix: list[list[float]]) -> dict[str, Any]:
+    """Accuracy, precision, recall and F1 from a (possibly noisy) confusion matrix, with
+    every cell first rounded and clamped to >= 0 (post-processing of a DP release)."""
+    (tn, fp), (fn, tp) = [[max(0.0, float(round(v))) for v in row] for row in matrix]
+    n = tn + fp + fn + tp
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"accuracy": (tp + tn) / n if n else 0.0, "precision": precision, "recall": recall,
+            "f1": f1, "confusion_matrix": [[tn, fp], [fn, tp]]}
+
+
 MULTICLASS_METRICS = ("accuracy", "macro_f1", "precision", "recall", "f1", "confusion_matrix")
 
 

@@ -1,9 +1,11 @@
-"""Logistic regression on horizontally partitioned data, trained and evaluated on shares.
+"""Logistic regression on the parties' pooled data, trained and evaluated on shares.
 
-1. Every party secret-shares its training rows (features already encoded and
-   scaled with the public ranges of the schema); the pooled rows are shuffled
-   with the joint seed (protocols/blocks/sharing.py). The weights start at 0
-   and live only as shares.
+1. Every party secret-shares its training data (features already encoded and
+   scaled with the public ranges of the schema) as the consortium lays it out
+   (protocols/blocks/sharing.py): its rows of a horizontal table, shuffled with
+   the joint seed; or, for a vertical table, its columns of the rows every
+   party has (a private set intersection on the identifiers), in a joint-seed
+   order. The weights start at 0 and live only as shares.
 2. Training is mini-batch SGD on the cross-entropy gradient in CrypTen's fixed
    point (protocols/blocks/training.py). The sigmoid is SecureML's
    piecewise-linear one by default [MZ17] (one comparison per step instead of
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 
 from protocols.api import (
+    COLUMNS,
     ExportContext,
     Input,
     Output,
@@ -40,7 +43,7 @@ from protocols.api import (
     Session,
 )
 from protocols.blocks import approximations, metrics, training
-from protocols.blocks.sharing import pool_plain
+from protocols.blocks.sharing import join_plain, pool_plain
 
 
 def run(session: Session) -> dict[str, Any]:
@@ -48,10 +51,10 @@ def run(session: Session) -> dict[str, Any]:
     import crypten
 
     p = session.params
-    train = session.share_rows("train", shuffle=p.shuffle)
+    train = session.share("train", shuffle=p.shuffle)
     if train is None or train.rows == 0:
         raise ProtocolError("no party provided training rows")
-    test = session.share_rows("test", shuffle=False)
+    test = session.share("test", shuffle=False)
     x, y = train.features, train.labels
     if test is None or test.rows == 0:
         keep = _training_rows(train.rows, p.test_fraction)
@@ -89,8 +92,14 @@ def _training_rows(rows: int, test_fraction: float) -> int:
 
 
 def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
-              alone: int | None) -> dict[str, Any]:
-    """The same training and metrics in float64, rows in the same order as the secure run."""
+              alone: int | None) -> dict[str, Any] | None:
+    """The same training and metrics in float64, rows in the same order as the secure run.
+
+    A vertical table is joined on the identifier; a party alone then trains on its own
+    columns of all its rows but the joined test rows, and is evaluated on those with its
+    own columns (None for a party without labels: it cannot train alone)."""
+    if inputs["train"] and inputs["train"][0].layout == COLUMNS:
+        return _plaintext_vertical(inputs, params, seed, alone)
     x, y, origin = pool_plain(inputs["train"], seed, "train", params.shuffle)
     tests = inputs.get("test") or []
     if sum(t.rows for t in tests) == 0:
@@ -102,6 +111,32 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
     if alone is not None:
         mine = origin == alone
         x, y = x[mine], y[mine]
+    return _fit_plain(x, y, xt, yt, params)
+
+
+def _plaintext_vertical(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
+                        alone: int | None) -> dict[str, Any] | None:
+    if alone is not None and inputs["train"][alone].labels is None:
+        return None
+    train = join_plain(inputs["train"], seed, "train")
+    x, y = train.x, train.y
+    tests = inputs.get("test") or []
+    if sum(t.rows for t in tests) == 0:
+        keep = _training_rows(x.shape[0], params.test_fraction)
+        xt, yt, x, y = x[keep:], y[keep:], x[:keep], y[:keep]
+        test_blocks = train.blocks
+    else:
+        test = join_plain(tests, seed, "test")
+        xt, yt, test_blocks = test.x, test.y, test.blocks
+    if alone is not None:  # its own columns of its training rows and of the rows outside
+        own, (more_x, more_y) = train.blocks[alone], train.outside[alone]
+        x, y = torch.cat([x[:, own], more_x]), torch.cat([y, more_y])
+        xt = xt[:, test_blocks[alone]]
+    return _fit_plain(x, y, xt, yt, params)
+
+
+def _fit_plain(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor,
+               params: Params) -> dict[str, Any]:
     design = torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64)], dim=1)
     wb = torch.zeros(design.shape[1], 1, dtype=torch.float64)
     for _ in range(params.epochs):

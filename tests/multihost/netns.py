@@ -5,10 +5,15 @@
         net.set_link("hospital-a", up=False)                     # unplug its cable
 
 Each node gets its own namespace (its own loopback, routes and ports), one end
-of a veth pair (the other end sits on a bridge in the root namespace) and an
-address in a private 10.x.y.0/24 network. Names resolve through a per-namespace
-hosts file (`ip netns exec` mounts /etc/netns/<ns>/hosts over /etc/hosts), so
-consortium files name hosts exactly as in docker/ (`hospital-a:7101`).
+of a veth pair (the other end sits on the bridge) and an address in a private
+10.x.y.0/24 network. The bridge lives in a namespace of its own (the switch),
+joined to the root namespace by one more veth pair (the uplink, which carries
+the root namespace's address .254 and the relays'): traffic between nodes is
+bridged inside the switch, where no firewall rule applies, so a host whose
+FORWARD policy is DROP (what a running dockerd sets) does not cut it. Names
+resolve through a per-namespace hosts file (`ip netns exec` mounts
+/etc/netns/<ns>/hosts over /etc/hosts), so consortium files name hosts exactly
+as in docker/ (`hospital-a:7101`).
 
 With `delay` set (or `relay=True`), every connection between nodes goes through a relay in the
 root namespace that holds each direction back by `delay` seconds (round trip
@@ -45,7 +50,7 @@ _count = itertools.count()
 
 
 def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = ["ip", *(["netns", "exec", ns, "ip"] if ns else []), *args]
+    cmd = ["ip", *(["-n", ns] if ns else []), *args]
     return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=30)
 
 
@@ -64,7 +69,8 @@ def unavailable() -> str | None:
 
 
 class Network:
-    """Namespaces for `nodes` on one bridge; processes started in them are killed on exit."""
+    """Namespaces for `nodes` on one bridge (in a switch namespace of its own); processes
+    started in them are killed on exit."""
 
     def __init__(self, nodes: list[str], ports: dict[str, int] | None = None,
                  delay: float = 0.0, relay: bool | None = None) -> None:
@@ -76,7 +82,9 @@ class Network:
         self.ports = ports or {}
         self.delay = delay
         self.relayed = bool(delay) if relay is None else relay  # relay: even with no delay
-        self.bridge = f"smpcb{self.tag}"
+        self.switch = f"smpc{self.tag}-sw"  # the namespace that holds the bridge
+        self.bridge = "br0"  # in self.switch
+        self.uplink = f"smpu{self.tag}"  # root namespace's end of the link to the bridge
         self.ns = {node: f"smpc{self.tag}-{i}" for i, node in enumerate(nodes)}
         self.veth = {node: f"smpv{self.tag}x{i}" for i, node in enumerate(nodes)}
         self.address = {node: f"{self.prefix}.{i + 1}" for i, node in enumerate(nodes)}
@@ -96,14 +104,19 @@ class Network:
         self.close()
 
     def _create(self) -> None:
-        _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"{self.prefix}.254/24", "dev", self.bridge)
-        _ip("link", "set", self.bridge, "up")
+        sw = self.switch
+        _ip("netns", "add", sw)
+        _ip("link", "add", self.bridge, "type", "bridge", ns=sw)
+        _ip("link", "set", self.bridge, "up", ns=sw)
+        _ip("link", "add", self.uplink, "type", "veth", "peer", "name", "up0", "netns", sw)
+        _ip("link", "set", "up0", "master", self.bridge, "up", ns=sw)
+        _ip("addr", "add", f"{self.prefix}.254/24", "dev", self.uplink)
+        _ip("link", "set", self.uplink, "up")
         for node in self.nodes:
             ns, veth = self.ns[node], self.veth[node]
             _ip("netns", "add", ns)
-            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            _ip("link", "set", veth, "master", self.bridge, "up")
+            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns, ns=sw)
+            _ip("link", "set", veth, "master", self.bridge, "up", ns=sw)
             _ip("addr", "add", f"{self.address[node]}/24", "dev", "eth0", ns=ns)
             _ip("link", "set", "eth0", "up", ns=ns)
             _ip("link", "set", "lo", "up", ns=ns)
@@ -117,7 +130,7 @@ class Network:
             (hosts / "hosts").write_text("\n".join(lines) + "\n")
         if self.relayed:
             for node in self.nodes:
-                _ip("addr", "add", f"{self.relay_address[node]}/24", "dev", self.bridge)
+                _ip("addr", "add", f"{self.relay_address[node]}/24", "dev", self.uplink)
                 relay = Relay((self.address[node], self.ports[node]), self.delay,
                               listen=(self.relay_address[node], self.ports[node]))
                 relay.start()
@@ -135,7 +148,7 @@ class Network:
 
     def set_link(self, node: str, up: bool) -> None:
         """Plug or unplug `node`'s cable (the bridge side of its veth pair)."""
-        _ip("link", "set", self.veth[node], "up" if up else "down")
+        _ip("link", "set", self.veth[node], "up" if up else "down", ns=self.switch)
 
     def close(self) -> None:
         for proc in self.procs:
@@ -158,7 +171,8 @@ class Network:
                     pass
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.switch], capture_output=True)  # bridge, veths
+        subprocess.run(["ip", "link", "del", self.uplink], capture_output=True)
 
 
 class Output:
@@ -237,12 +251,23 @@ class ComposeNodes:
             if vol["type"] == "bind":
                 out[vol["target"]] = (self.docker / vol["source"]).resolve()
             else:
-                path = self.scratch / "volumes" / vol["source"]
-                sub = (vol.get("volume") or {}).get("subpath")
-                out[vol["target"]] = path / sub if sub else path
+                out[vol["target"]] = self.scratch / "volumes" / vol["source"]
         for path in out.values():
             if path.suffix == "":
                 path.mkdir(parents=True, exist_ok=True)
+        # mounts inside a folder that is no mount itself (the certs service's /certs/<node>):
+        # that folder becomes a scratch folder whose entries link to the mounts
+        mounted = [Path(t) for t in out]
+        for target, path in list(out.items()):
+            parent = Path(target).parent
+            if parent == Path("/") or any(parent == m or m in parent.parents for m in mounted):
+                continue
+            folder = self.scratch / "nodes" / service / "fs" / parent.relative_to("/")
+            folder.mkdir(parents=True, exist_ok=True)
+            link = folder / Path(target).name
+            if not link.is_symlink():
+                link.symlink_to(path, target_is_directory=True)
+            out[str(parent)] = folder
         # the image's copy of docker/, with every container path rewritten to a host path
         app = self.scratch / "nodes" / service / "app-docker"
         out["/app/docker"] = app
@@ -264,7 +289,8 @@ class ComposeNodes:
             dst.write_text(text)
 
     def command(self, service: str, extra: list[str] | None = None) -> list[str]:
-        """The service's command (the image's entrypoint is `smpc`) with host paths."""
+        """The service's command with host paths, run by `smpc` (the image's entrypoint; the
+        certs service's docker/certs.sh runs `smpc` too, then only sets owners)."""
         mounts = self.mounts(service)
         args = []
         for arg in self.services[service]["command"]:

@@ -1,0 +1,260 @@
+"""Federated averaging with secure aggregation [McMahan et al. 2017; Bonawitz et al. 2017].
+
+1. The row counts are exchanged (public: they weight the average); every party
+   needs at least one batch. The global model starts at zero.
+2. Each round, every party trains the global model on its own rows in plaintext
+   PyTorch for `local_epochs` passes (protocols/federated/local_models.py) and
+   secret-shares its weighted update (n_i / N) (w_i - w); the shares are summed,
+   so no party's update exists anywhere but in its owner's memory.
+3. With a budget on 'weights' (distributed DP), Gaussian noise drawn from every
+   party's secret contribution (protocols/blocks/dp.py) is added to the sum on
+   shares. Its scale is the sensitivity of the average to replacing one row:
+   (max_i n_i / N) x 2 E eta C / b for logistic regression, whose per-row weighted
+   loss is convex, C-Lipschitz and beta-smooth [Wu et al. 2017]; the noise
+   multiplier for R rounds is calibrated with dp-accounting's PLD accountant.
+4. Only the (noisy) average is revealed, to every party: the next round starts
+   from it. The model after the last round is the trained model.
+5. Evaluation: every party computes the final model's logits on its own test
+   rows and secret-shares them with its labels; the metrics are computed on
+   shares as in logistic-regression (with a budget on 'metrics', only noisy
+   confusion counts are released).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from protocols.api import (
+    DP_OPTIONAL,
+    Budget,
+    ExportContext,
+    Input,
+    Output,
+    Param,
+    Params,
+    PlainTable,
+    Protocol,
+    ProtocolError,
+    Session,
+    public_generator,
+)
+from protocols.blocks import accounting, aggregation, dp, metrics
+from protocols.federated.local_models import MODELS, LocalModel, RowBound, row_bound
+
+MECHANISM = "gaussian (distributed DP on the secure sum of updates)"
+
+
+def run(session: Session) -> dict[str, Any]:
+    """Rounds of local training and secure averaging, then secure evaluation."""
+    import crypten
+
+    p = session.params
+    model = MODELS[p.model]
+    n_parties = session.world_size
+    missing = [r for r in session.parties if r not in session.recipients("weights")]
+    if missing:
+        raise ProtocolError(f"'weights' must be revealed to every party: each trains the next "
+                            f"round from them ([[reveal]] 'weights' leaves out {missing})")
+    if p.noise_coalition >= n_parties:
+        raise ProtocolError(f"noise_coalition {p.noise_coalition} must be below the number of "
+                            f"parties ({n_parties})")
+    train, test = session.table("train"), session.table("test")
+    if train is None or train.labels is None:
+        raise ProtocolError("the protocol needs a labelled 'train' input")
+    comm = crypten.communicator.get()
+    gathered = [t.tolist() for t in comm.all_gather(torch.tensor(
+        [train.rows, test.rows if test is not None else 0]))]
+    counts, test_counts = [g[0] for g in gathered], [g[1] for g in gathered]
+    small = [(session.parties[r], c) for r, c in enumerate(counts) if c < p.batch_size]
+    if small:
+        raise ProtocolError(f"party '{small[0][0]}' has {small[0][1]} training rows, fewer "
+                            f"than one batch (batch_size {p.batch_size})")
+    rows, columns = sum(counts), train.features.shape[1]
+    if sum(test_counts) == 0:
+        raise ProtocolError("no party provided test rows: nothing to evaluate on")
+
+    # 3. (before any update is shared) the noise for a DP budget on 'weights'
+    budget = session.budget("weights")
+    bound, noise_std, privacy = None, 0.0, None
+    if budget is not None:
+        bound = row_bound(columns, p.max_grad_norm)
+        noise_std, privacy = _calibrated(model, bound, budget, p, max(counts) / rows, rows)
+
+    # 1.-4. rounds: local training, weighted updates summed on shares, the average revealed
+    flat = model.initial(columns)
+    start = 0
+    restored = session.restore()
+    if restored is not None:
+        start, state = restored
+        flat = torch.tensor(state["model"], dtype=model.dtype)
+        session.progress("resumed", epoch=start, of=p.rounds)
+    for r in range(start, p.rounds):
+        local = model.train(flat, train.features, train.labels, p.local_epochs, p.batch_size,
+                            p.learning_rate, _local_order(session.seed, session.rank, r), bound)
+        update = (local - flat) * (train.rows / rows)  # weighted by the public row counts
+        total = aggregation.secure_sum(update)  # every party's update, shared and summed
+        if budget is not None:
+            total = total + dp.joint_noise(dp.gaussian_contribution(
+                tuple(update.shape), noise_std, n_parties, p.noise_coalition))
+        average = session.reveal("weights", total)["weights"]
+        flat = flat + average.to(model.dtype)
+        session.checkpoint(r + 1, {"model": flat.tolist()})
+        stats = session.communication_stats()
+        session.progress("round", epoch=r + 1, of=p.rounds, rounds=stats.get("rounds"),
+                         bytes_sent=stats.get("bytes_sent"))
+
+    # 5. evaluation on every party's test rows, on shares
+    mine = test if test is not None and test.labels is not None else None
+    logits = model.logits(flat, mine.features).float() if mine is not None \
+        else torch.empty(0, 1)
+    labels = mine.labels.float() if mine is not None else torch.empty(0, 1)
+    scores, truth = (_pooled(session.rank, test_counts, t) for t in (logits, labels))
+    metrics_budget = session.budget("metrics")
+    if metrics_budget is None:
+        opened = session.reveal("metrics", metrics.binary_metrics(scores, truth))["metrics"]
+        measured = None if opened is None else metrics.as_plain(opened)
+    else:
+        _check_delta(metrics_budget, sum(test_counts), "metrics", p.metrics_mechanism)
+        noisy, metrics_privacy = dp.release_counts(
+            metrics.confusion(scores, truth), metrics_budget, p.metrics_mechanism, n_parties,
+            p.noise_coalition)
+        opened = session.reveal("metrics", noisy)["metrics"]
+        measured = None if opened is None else {
+            **metrics.from_confusion(opened.tolist()), "auc": None, "privacy": metrics_privacy}
+    return {"metrics": measured,
+            "weights": {"weights": flat.tolist(), "rounds": p.rounds, "privacy": privacy}}
+
+
+def _calibrated(model: LocalModel, bound: RowBound, budget: Budget, p: Params, share: float,
+                rows: int) -> tuple[float, dict[str, Any]]:
+    """The noise std on the sum of updates for the budget over all rounds, and its report."""
+    sensitivity = model.sensitivity(bound, p.local_epochs, p.batch_size, p.learning_rate)
+    if sensitivity is None:
+        raise ProtocolError(f"model '{model.name}' has no bound on one row's influence yet: "
+                            "a DP budget on 'weights' needs one")
+    largest = model.largest_step(bound)
+    if p.learning_rate > largest:
+        raise ProtocolError(f"learning_rate {p.learning_rate:g} is above 2/beta = {largest:.3g} "
+                            f"(max_grad_norm {bound.clip:g}, {bound.radius**2 - 1:g} columns): "
+                            "the DP sensitivity bound [Wu et al. 2017] needs a smaller step")
+    _check_delta(budget, rows, "weights", "gaussian")
+    sensitivity *= share  # the largest party's weight in the average
+    try:
+        z = accounting.calibrate(lambda s: accounting.gaussian_event(s, p.rounds),
+                                 budget.epsilon, budget.delta)
+    except accounting.CalibrationError as exc:
+        raise ProtocolError(f"'weights': {exc}") from None
+    return z * sensitivity, accounting.report(
+        accounting.gaussian_event(z, p.rounds), budget.delta, MECHANISM, accounting.REPLACE_ONE,
+        noise_multiplier=z, sensitivity=sensitivity, rounds=p.rounds, max_grad_norm=bound.clip,
+        noise_coalition=p.noise_coalition)
+
+
+def _check_delta(budget: Budget, rows: int, output: str, mechanism: str) -> None:
+    if mechanism == "gaussian" and budget.delta <= 0:
+        raise ProtocolError(f"'{output}': the Gaussian mechanism needs delta > 0, got "
+                            f"{budget.delta:g}")
+    if budget.delta >= 1 / rows:
+        raise ProtocolError(f"'{output}': delta {budget.delta:g} is not below 1/rows = 1/{rows} "
+                            f"= {1 / rows:.3g}")
+
+
+def _local_order(seed: bytes, rank: int, round_index: int) -> torch.Generator:
+    """The generator of a party's local shuffles in a round (from the joint seed, so the
+    plaintext twin reproduces them; the order of a party's own rows reveals nothing)."""
+    return public_generator(seed, f"federated:{rank}:{round_index}")
+
+
+def _pooled(rank: int, counts: list[int], mine: torch.Tensor) -> Any:
+    """Every party's rows of one column block, shared and concatenated in rank order."""
+    import crypten
+
+    parts = [crypten.cryptensor(mine if src == rank else torch.empty(count, mine.shape[1]),
+                                src=src) for src, count in enumerate(counts) if count]
+    return crypten.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
+              alone: int | None) -> dict[str, Any]:
+    """Federated averaging in the clear without noise (alone: that party's rows only, i.e.
+    local training for rounds x local_epochs passes), evaluated on every party's test rows."""
+    model = MODELS[params.model]
+    trains = inputs["train"]
+    ranks = range(len(trains)) if alone is None else [alone]
+    rows = sum(trains[r].rows for r in ranks)
+    flat = model.initial(trains[0].features.shape[1])
+    for r in range(params.rounds):
+        total = torch.zeros_like(flat)
+        for i in ranks:
+            t = trains[i]
+            local = model.train(flat, t.features, t.labels, params.local_epochs,
+                                params.batch_size, params.learning_rate,
+                                _local_order(seed, i, r))
+            total += (local - flat) * (t.rows / rows)
+        flat = flat + total
+    tests = [t for t in inputs.get("test") or [] if t.rows]
+    x = torch.cat([t.features for t in tests])
+    y = torch.cat([t.labels for t in tests]).double()
+    return {"metrics": metrics.binary_metrics_plain(model.logits(flat, x).double(), y),
+            "weights": {"weights": flat.tolist(), "rounds": params.rounds, "privacy": None}}
+
+
+def export_model(value: dict[str, Any], ctx: ExportContext) -> list[Path]:
+    """model.pt (the module's state_dict) and model.json (what it is, the privacy spent)."""
+    model = MODELS[ctx.params.model]
+    table = ctx.tables.get("train")
+    columns = len(table.encoded_columns) if table is not None else len(value["weights"]) - 1
+    ctx.folder.mkdir(parents=True, exist_ok=True)
+    model_pt, model_json = ctx.folder / "model.pt", ctx.folder / "model.json"
+    torch.save(model.state_dict(value["weights"], columns), model_pt)
+    meta = {"model": f"{model.name}: {model.module(columns)!r}; P(class 1) = sigmoid(output)",
+            "in_features": columns,
+            "columns": list(table.encoded_columns) if table is not None else None,
+            "rounds": value.get("rounds"), "privacy": value.get("privacy"),
+            "protocol": ctx.protocol, "parameters": dict(ctx.params),
+            "manifest_digest": ctx.manifest_digest, "metrics": ctx.revealed.get("metrics")}
+    model_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return [model_pt, model_json]
+
+
+PROTOCOL = Protocol(
+    name="federated-averaging",
+    version="1",
+    summary="federated averaging: local training in plaintext, updates summed on secret "
+            "shares (secure aggregation), optionally with distributed DP noise",
+    run=run,
+    params=(
+        Param("model", str, "logistic-regression", "the model every party trains locally",
+              choices=tuple(MODELS)),
+        Param("rounds", int, 10, "federated rounds (one secure average each)", minimum=1),
+        Param("local_epochs", int, 1, "passes over its own rows each party makes per round",
+              minimum=1),
+        Param("batch_size", int, 16, "rows per local SGD step; every party needs at least "
+              "this many", minimum=1),
+        Param("learning_rate", float, 0.5, "local SGD step size", above=0),
+        Param("max_grad_norm", float, 0.0, "with DP: the bound C on each row's gradient (0: "
+              "sqrt(columns + 1), the bound of the scaled features)", minimum=0),
+        Param("noise_coalition", int, 1, "with DP: the largest coalition of parties the noise "
+              "still protects against", minimum=0),
+        Param("metrics_mechanism", str, "laplace", "the noise on the confusion counts when "
+              "'metrics' has a budget", choices=("laplace", "gaussian")),
+    ),
+    inputs=(
+        Input("train", "labelled rows each party trains on locally", classes=2),
+        Input("test", "labelled rows to evaluate the final model on", classes=2),
+    ),
+    outputs=(
+        Output("metrics", "accuracy, precision, recall, F1, ROC AUC and the confusion matrix "
+               "of the final model on the test rows", dp=DP_OPTIONAL),
+        Output("weights", "the global model after every round: the previous one plus the "
+               "average of the parties' updates (every party trains the next round from it); "
+               "the last one is the trained model",
+               export=export_model, dp=DP_OPTIONAL),
+    ),
+    plaintext=plaintext,
+    compare="metrics",
+)
