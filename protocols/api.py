@@ -393,10 +393,6 @@ class Session(TypingProtocol):
         recipients (it can never widen them).
         """
 
-    def recipients(self, output: str) -> list[str]:
-        """The parties the manifest reveals `output` to (none for an optional output it leaves
-        out: a protocol may then skip computing it)."""
-
     def progress(self, step: str, **fields: Any) -> None:
         """Report progress: `session.progress("epoch", epoch=3, of=10)`."""
 
@@ -414,4 +410,5 @@ class Session(TypingProtocol):
         without differential privacy."""
 
     def recipients(self, output: str) -> list[str]:
-        """The parties the manifest reveals `output` to, in rank order (none: nobody)."""
+        """The parties the manifest reveals `output` to, in rank order (none for an optional output
+        it leaves out: a protocol may then skip computing it)."""

@@ -139,9 +139,6 @@ class PartySession:
                 self.revealed[name] = plain
         return result
 
-    def recipients(self, output: str) -> list[str]:
-        return list(self.reveal_to.get(output, []))
-
     # ------------------------------------------------------------ progress, checkpoints
     def progress(self, step: str, **fields: Any) -> None:
         self.last_step = (step, fields)
