@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from protocols.api import (
+    COLUMNS,
     ExportContext,
     Input,
     Output,
@@ -48,7 +49,7 @@ from protocols.api import (
     Session,
 )
 from protocols.blocks import metrics, optimizers
-from protocols.blocks.sharing import pool_plain
+from protocols.blocks.sharing import join_plain, pool_plain
 from protocols.neural import model as models
 from protocols.neural import training
 from protocols.neural.training import Settings
@@ -61,16 +62,14 @@ def run(session: Session) -> dict[str, Any]:
     import crypten
 
     p = session.params
-    mine = session.table("train")
-    assert mine is not None
-    classes = len(mine.classes)
     spec = models.spec(p)
-    torch_model = _checked_model(spec, models.joint_seed(session.generator(models.INIT_PURPOSE)),
-                                 mine.features.shape[1], classes)
-    train = session.share_rows("train", shuffle=p.shuffle)
+    train = session.share("train", shuffle=p.shuffle)  # rows pooled, or columns joined by PSI
     if train is None or train.rows == 0:
         raise ProtocolError("no party provided training rows")
-    test = session.share_rows("test", shuffle=False)
+    classes = len(train.classes)
+    torch_model = _checked_model(spec, models.joint_seed(session.generator(models.INIT_PURPOSE)),
+                                 train.features.size(1), classes)
+    test = session.share("test", shuffle=False)
     x, y = train.features, train.labels
     if test is None or test.rows == 0:
         keep = _training_rows(train.rows, p.test_fraction)
@@ -199,17 +198,29 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
 
     tables = inputs["train"]
     classes = len(tables[0].classes)
-    x, y, origin = pool_plain(tables, seed, "train", params.shuffle)
     tests = inputs.get("test") or []
-    if sum(t.rows for t in tests) == 0:
-        keep = _training_rows(x.shape[0], params.test_fraction)
-        xt, yt = x[keep:], y[keep:]
-        x, y, origin = x[:keep], y[:keep], origin[:keep]
+    if tables and tables[0].layout == COLUMNS:
+        if alone is not None:  # the model's input width is the joined table's: no party alone
+            return None
+        train = join_plain(tables, seed, "train")
+        x, y = train.x, train.y
+        if sum(t.rows for t in tests) == 0:
+            keep = _training_rows(x.shape[0], params.test_fraction)
+            xt, yt, x, y = x[keep:], y[keep:], x[:keep], y[:keep]
+        else:
+            test = join_plain(tests, seed, "test")
+            xt, yt = test.x, test.y
     else:
-        xt, yt, _ = pool_plain(tests, seed, "test", shuffle=False)
-    if alone is not None:
-        mine = origin == alone
-        x, y = x[mine], y[mine]
+        x, y, origin = pool_plain(tables, seed, "train", params.shuffle)
+        if sum(t.rows for t in tests) == 0:
+            keep = _training_rows(x.shape[0], params.test_fraction)
+            xt, yt = x[keep:], y[keep:]
+            x, y, origin = x[:keep], y[:keep], origin[:keep]
+        else:
+            xt, yt, _ = pool_plain(tests, seed, "test", shuffle=False)
+        if alone is not None:
+            mine = origin == alone
+            x, y = x[mine], y[mine]
     spec = models.spec(params)
     init = models.joint_seed(public_generator(seed, models.INIT_PURPOSE))
     model = models.without_final_softmax(models.build(spec, init), x.shape[1])
