@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,12 @@ from typing import Any
 import pytest
 import torch
 
-from parties.consortium import manifest
+from parties.consortium import certs, manifest
 from parties.consortium.config import load_consortium
 from protocols.blocks.metrics import multiclass_metrics_plain
 from tests.conftest import run_smpc
 from tests.protocols.test_logistic_regression import _tables
-from tests.support import edit
+from tests.support import edit, on_free_ports, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits"
@@ -278,3 +280,58 @@ def test_the_network_trains_on_vertically_joined_columns(tmp_path: Path) -> None
     by_party = out["revealed_by_party"]
     assert by_party["bank"]["model"] is not None
     assert by_party["insurer"].get("model") is None and by_party["retailer"].get("model") is None
+
+
+def test_a_killed_bank_resumes_from_the_last_epoch_with_weights_and_momentum(
+        tmp_path: Path) -> None:
+    """Two banks, 3 epochs; bank-south is killed after epoch 1, everyone restarts with
+    --resume: the epochs run after the restart reveal the twin's losses, which they do only
+    if the weights and the momentum buffers came back from the checkpoints."""
+    banks = BANKS[:2]
+    base = _copy(tmp_path, banks, rows=200)
+    consortium = on_free_ports(edit(base / "consortium.toml", ("epochs = 15", "epochs = 3")))
+    certs.generate("digits", [*banks, "dealer"], base / "certs")
+
+    def start(resume: bool) -> dict[str, subprocess.Popen[str]]:
+        common = ["--consortium", str(consortium), "--reconnect-window", "2"]
+        procs = {"dealer": subprocess.Popen(
+            [sys.executable, "-m", "parties.cli", "dealer", *common],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)}
+        for bank in banks:
+            procs[bank] = subprocess.Popen(
+                [sys.executable, "-m", "parties.cli", "party", *common, "--as", bank,
+                 "--policy", str(base / "policies" / f"{bank}.toml"),
+                 "--json", str(tmp_path / f"{bank}.json"), *(["--resume"] if resume else [])],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        return procs
+
+    def finish(procs: dict[str, subprocess.Popen[str]]) -> dict[str, tuple[int, str]]:
+        out = {}
+        try:
+            for name, proc in procs.items():
+                text = proc.communicate(timeout=200)[0]
+                out[name] = (proc.returncode, text[-600:])
+            return out
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+
+    first = start(resume=False)
+    try:
+        wait_for_line(first["bank-south"], "epoch=1 of=3", timeout=240)
+        first["bank-south"].send_signal(signal.SIGKILL)
+    finally:
+        codes = finish(first)
+    assert codes["bank-north"][0] == 3 and codes["dealer"][0] == 3, codes
+    codes = finish(start(resume=True))
+    assert {rc for rc, _ in codes.values()} == {0}, codes
+    result = json.loads((tmp_path / "bank-north.json").read_text())
+    assert result["resumed_from"] >= 1
+    loss = result["revealed"]["loss"]
+    assert [e["epoch"] for e in loss] == list(range(result["resumed_from"] + 1, 4))
+    protocol, tables, params = _tables(consortium)
+    twin = protocol.plaintext(tables, params, bytes.fromhex(result["seed"]), None)
+    for got in loss:
+        want = twin["loss"][got["epoch"] - 1]
+        assert got["mean"] == pytest.approx(want["mean"], abs=0.03), (got["epoch"], want)
