@@ -132,14 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epoch-repeats", type=int, default=3,
                     help="timed runs per epoch cell (no warm-up run)")
     ap.add_argument("--json", help="also write the raw numbers here")
-    ap.add_argument("--only", choices=["engine", "bulk", "growth"],
-                    help="one table only (default: all three)")
+    ap.add_argument("--only", choices=["engine", "nn", "bulk", "growth"],
+                    help="one table only (default: all four)")
     args = ap.parse_args(argv)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, every node a process on loopback, one torch thread "
           "each")
     if args.only in (None, "engine"):
         engine_table(args)
+    if args.only in (None, "nn"):
+        nn_table(args)
     if args.only in (None, "bulk"):
         bulk_table(max(5, args.repeats))
     if args.only in (None, "growth"):
@@ -164,9 +166,15 @@ def bulk_table(repeats: int) -> None:
 
 def engine_table(args: argparse.Namespace) -> None:
     from benchmarks.gloo_baseline import run_gloo
-    from benchmarks.workloads import DEFAULT_EPOCH, STANDARD_EPOCH, WORKLOADS
+    from benchmarks.workloads import (
+        DEFAULT_EPOCH,
+        EXACT_EPOCH,
+        NN_WORKLOADS,
+        STANDARD_EPOCH,
+        WORKLOADS,
+    )
 
-    names = [n for n in WORKLOADS if not (args.quick and "epoch" in n)]
+    names = [n for n in WORKLOADS if not (args.quick and "epoch" in n) and n not in NN_WORKLOADS]
     rows = []
     for name in names:
         repeats = args.epoch_repeats if "epoch" in name else args.repeats
@@ -207,8 +215,55 @@ def engine_table(args: argparse.Namespace) -> None:
         theirs = by_name[STANDARD_EPOCH]["gloo_ttp"]["seconds"]
         print(f"smpc's training epoch (piecewise sigmoid) {ours:.2f} s vs CrypTen-gloo-TTP's "
               f"standard epoch (exact sigmoid) {theirs:.2f} s: ratio {ours / theirs:.3f}")
+    if EXACT_EPOCH in by_name and STANDARD_EPOCH in by_name:
+        exact = by_name[EXACT_EPOCH]["smpc"]
+        before = by_name[STANDARD_EPOCH]["smpc"]
+        print(f"smpc's epoch with sigmoid = \"exact\" (spline) {exact['seconds']:.2f} s, "
+              f"{exact['rounds']} rounds vs CrypTen's sigmoid on smpc {before['seconds']:.2f} s, "
+              f"{before['rounds']} rounds: ratio {exact['seconds'] / before['seconds']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=str))
+
+
+def nn_table(args: argparse.Namespace) -> None:
+    """The digits example's models: epochs and forward passes, smpc vs CrypTen-gloo-TTP."""
+    from benchmarks.gloo_baseline import run_gloo
+    from benchmarks.workloads import NN_WORKLOADS
+
+    names = [n for n in NN_WORKLOADS if not (args.quick and "epoch" in n)]
+    rows = {}
+    for name in names:
+        print(f"... {name}", file=sys.stderr, flush=True)
+        repeats = 1 if "epoch" in name else args.repeats
+        rows[name] = (run_smpc(name, repeats), run_gloo(name, "TTP", repeats, timeout=3600))
+    print("\nNeural networks (examples/digits models, 3 parties + dealer or TTP; epochs: the "
+          "epoch loop alone, one run; forward: median of "
+          f"{args.repeats} after a warm-up)")
+    head = ("| workload                          | smpc s | rounds/step | CrypTen-gloo TTP s "
+            "| rounds/step | ratio | accuracy (smpc / TTP) |")
+    print(head)
+    print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+
+    def cell(res: dict[str, Any]) -> tuple[float, str]:
+        got = res["result"]
+        seconds = got.get("epoch_seconds", res["seconds"])
+        per_step = f"{got['rounds_per_step']:.0f}" if "rounds_per_step" in got \
+            else f"{res['rounds']} (pass)"
+        return seconds, per_step
+
+    for name, (ours, ttp) in rows.items():
+        (a, ra), (b, rb) = cell(ours), cell(ttp)
+        acc = (f"{ours['result']['accuracy']:.3f} / {ttp['result']['accuracy']:.3f}"
+               if "accuracy" in ours["result"] else "")
+        print(f"| {name:<33} | {a:6.2f} | {ra:>11} | {b:18.2f} | {rb:>11} | {a / b:5.3f} | "
+              f"{acc:<21} |")
+    for model in ("MLP", "CNN"):
+        ours = rows.get(f"digits {model} epoch, smpc's step")
+        theirs = rows.get(f"digits {model} epoch, CrypTen's loop")
+        if ours and theirs:
+            a, b = cell(ours[0])[0], cell(theirs[1])[0]
+            print(f"digits {model}: smpc's epoch {a:.2f} s vs CrypTen's loop on "
+                  f"CrypTen-gloo-TTP {b:.2f} s: ratio {a / b:.3f}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -129,7 +130,8 @@ def logreg_epoch(
     the weights start at an encrypted zero. Returns the accuracy of the
     opened weights on the plaintext data, next to the accuracy of the same
     epoch (same batches) run in plaintext float64 with the exact sigmoid.
-    `sigmoid` 'piecewise' uses SecureML's clip(1/2 + z/4, 0, 1) in the secure run.
+    `sigmoid` 'piecewise' uses SecureML's clip(1/2 + z/4, 0, 1) in the secure run, 'exact'
+    smpc's spline, 'crypten' CrypTen's own exp and reciprocal.
     """
     from protocols.blocks.training import logistic_sgd_epoch
 
@@ -147,21 +149,143 @@ def logreg_epoch(
     }
 
 
+# ---------------------------------------------------------------- neural networks
+
+DIGITS_MODELS = Path(__file__).resolve().parents[1] / "examples" / "digits" / "models.py"
+NN_LR = 0.2
+"""Learning rate of the digits epochs (smpc's step adds momentum 0.9, as the example)."""
+
+
+@functools.cache
+def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits, pixels scaled to [0, 1]: (x_train, y_train, x_test, y_test),
+    1,438 training rows (23 batches of 64) and 359 test rows in a fixed random order."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16
+    y = torch.tensor(data.target, dtype=torch.long)
+    order = torch.randperm(len(x), generator=_generator(1797))
+    x, y = x[order], y[order]
+    return x[:1438], y[:1438], x[1438:], y[1438:]
+
+
+def _digits_model(name: str) -> torch.nn.Module:
+    """The digits example's MLP (64-32-10) or CNN, with weights from the public seed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("smpc_bench_digits_models", DIGITS_MODELS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        return getattr(module, name)()
+
+
+def _shared_rows(crypten: ModuleType, t: torch.Tensor) -> Any:
+    """Rows split across the parties, each party sharing its own slice (src=rank)."""
+    world_size = crypten.communicator.get().get_world_size()
+    return crypten.cat([crypten.cryptensor(t[s:e], src=r)
+                        for r, (s, e) in enumerate(_row_slices(t.shape[0], world_size))])
+
+
+def _rounds(crypten: ModuleType) -> int:
+    return int(crypten.communicator.get().get_communication_stats()["rounds"])
+
+
+def digits_epoch(crypten: ModuleType, model: str = "MLP", loop: str = "smpc",
+                 batch: int = 64, open_: Opener = plain_text) -> dict[str, Any]:
+    """One training epoch of the digits example's model on its 1,438 training rows.
+
+    `loop` "crypten": stock CrypTen's training loop (crypten.nn.CrossEntropyLoss,
+    backward, update_parameters), as its tutorials write it; "smpc": the
+    neural-network protocol's step (protocols/neural/training.py: cheap softmax
+    gradient, SGD with momentum in one truncation). Both convert the same
+    PyTorch model with crypten.nn.from_pytorch. Returns the epoch's own time and
+    rounds per step, and the test accuracy of the opened scores.
+    """
+    import time
+
+    from protocols.neural import training
+
+    x, y, xt, yt = _digits()
+    torch_model = _digits_model(model).train()
+    x_enc = _shared_rows(crypten, x)
+    onehot = torch.nn.functional.one_hot(y, 10).float()
+    spans = training.spans(x.shape[0], batch)
+    secure = crypten.nn.from_pytorch(torch_model, torch.empty(2, 64)).encrypt(src=0)
+    secure.train()
+    if loop == "smpc":
+        factors = torch.cat([torch.full((e - s, 1), 1.0 / (e - s)) for s, e in spans])
+        targets = _shared_rows(crypten, onehot * factors)
+        settings = training.Settings(batch, 0.9, 0.0, 8, 10)
+        velocity = [crypten.cryptensor(torch.zeros(p.size()), src=0)
+                    for _, p in secure.named_parameters()]
+    else:
+        targets, loss_fn = _shared_rows(crypten, onehot), crypten.nn.CrossEntropyLoss()
+    start_rounds, tic = _rounds(crypten), time.perf_counter()
+    if loop == "smpc":
+        training.secure_epoch(secure, x_enc, targets, NN_LR, settings, velocity, False)
+    else:
+        for s, e in spans:
+            loss = loss_fn(secure(x_enc[s:e]), targets[s:e])
+            secure.zero_grad()
+            loss.backward()
+            secure.update_parameters(NN_LR)
+    seconds, rounds = time.perf_counter() - tic, _rounds(crypten) - start_rounds
+    secure.eval()
+    with crypten.no_grad():
+        scores = open_(secure(_shared_rows(crypten, xt)))
+    return {"accuracy": float((scores.argmax(1) == yt).float().mean()),
+            "epoch_seconds": seconds, "rounds_per_step": rounds / len(spans),
+            "steps": len(spans)}
+
+
+def digits_forward(crypten: ModuleType, model: str = "MLP", rows: int = 64,
+                   open_: Opener = plain_text) -> dict[str, Any]:
+    """One secure forward pass (evaluation mode) of `rows` digits through the model."""
+    _, _, xt, _ = _digits()
+    torch_model = _digits_model(model).eval()
+    secure = crypten.nn.from_pytorch(torch_model, torch.empty(2, 64)).encrypt(src=0)
+    secure.eval()
+    with crypten.no_grad():
+        out = open_(secure(_shared_rows(crypten, xt[:rows])))
+    with torch.no_grad():
+        expected = torch_model(xt[:rows])
+    return {"max_error": float((out - expected).abs().max())}
+
+
 Workload = Callable[..., dict[str, Any]]
 
 STANDARD_EPOCH = "logreg epoch 10k x 20, batch 128"
-"""The epoch as CrypTen runs it (exact sigmoid): what the epoch target compares against."""
+"""The epoch as CrypTen runs it (its own sigmoid, exp and reciprocal): what the epoch target
+compares against."""
 DEFAULT_EPOCH = "logreg epoch, piecewise sigmoid"
 """The same epoch as smpc trains by default."""
+EXACT_EPOCH = "logreg epoch, exact sigmoid (spline)"
+"""The same epoch with smpc's sigmoid = "exact" (a cubic spline within 4e-5)."""
 
 WORKLOADS: dict[str, Workload] = {
     "matmul 256x256": functools.partial(matmul, n=256),
     "matmul 1024x1024": functools.partial(matmul, n=1024),
     "ReLU 100k": functools.partial(relu, n=100_000),
-    STANDARD_EPOCH: logreg_epoch,
+    STANDARD_EPOCH: functools.partial(logreg_epoch, sigmoid="crypten"),
     DEFAULT_EPOCH: functools.partial(logreg_epoch, sigmoid="piecewise"),
+    EXACT_EPOCH: logreg_epoch,
+    "digits MLP epoch, CrypTen's loop": functools.partial(digits_epoch, loop="crypten"),
+    "digits MLP epoch, smpc's step": digits_epoch,
+    "digits CNN epoch, CrypTen's loop": functools.partial(digits_epoch, model="CNN",
+                                                          loop="crypten"),
+    "digits CNN epoch, smpc's step": functools.partial(digits_epoch, model="CNN"),
+    "digits MLP forward, 64 rows": digits_forward,
+    "digits CNN forward, 64 rows": functools.partial(digits_forward, model="CNN"),
 }
 """Benchmark rows: name -> callable taking the initialized crypten module."""
 
-EXPENSIVE: frozenset[str] = frozenset({STANDARD_EPOCH, DEFAULT_EPOCH})
+NN_WORKLOADS: tuple[str, ...] = tuple(n for n in WORKLOADS if n.startswith("digits"))
+"""The neural-network rows (their own table: smpc against CrypTen-gloo-TTP)."""
+
+EXPENSIVE: frozenset[str] = frozenset({STANDARD_EPOCH, DEFAULT_EPOCH, EXACT_EPOCH,
+                                       *(n for n in NN_WORKLOADS if "epoch" in n)})
 """Rows too slow to be worth a warm-up run before timing."""

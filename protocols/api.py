@@ -13,6 +13,8 @@ A protocol is one :class:`Protocol` object. It declares
   revealed value into files for its recipients (a model into a ``state_dict``);
 * ``run(session)``, the secure computation, which returns a dict of the
   outputs this party learned (keys are declared outputs);
+* optionally ``sources(params)``: files its parameters bring in (a model's
+  source named by a parameter), which the manifest's code hash covers too;
 * optionally ``plaintext(inputs, params, seed, alone)``, the same computation
   in the clear, which ``smpc local`` runs as the pooled baseline (``alone`` is
   None) and as each party's baseline (``alone`` is that party's rank: train on
@@ -72,7 +74,7 @@ class Param:
     """One typed parameter of a protocol, as the consortium's [protocol.parameters] sets it."""
 
     name: str
-    kind: type  # int, float, str, bool or list
+    kind: type  # int, float, str, bool, list or dict (a TOML table)
     default: Any = _REQUIRED
     help: str = ""
     choices: tuple[Any, ...] = ()
@@ -87,7 +89,7 @@ class Param:
     def describe(self) -> str:
         """'an integer >= 1', 'one of piecewise, exact', ... (for errors and `smpc protocols`)."""
         word = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-                list: "a list"}.get(self.kind, self.kind.__name__)
+                list: "a list", dict: "a table"}.get(self.kind, self.kind.__name__)
         if self.choices:
             return "one of " + ", ".join(str(c) for c in self.choices)
         bounds = []
@@ -119,15 +121,22 @@ class Param:
 
 
 class Params(Mapping[str, Any]):
-    """Checked parameters, defaults filled in: `params["epochs"]` or `params.epochs`."""
+    """Checked parameters, defaults filled in: `params["epochs"]` or `params.epochs`.
 
-    def __init__(self, values: dict[str, Any]) -> None:
+    `folder` is where files that parameters name are looked up (the consortium
+    file's folder); it is not a parameter and not part of the manifest.
+    """
+
+    def __init__(self, values: dict[str, Any], folder: Path | None = None) -> None:
         self._values = dict(values)
+        self.folder = folder
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
 
     def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
         try:
             return self._values[key]
         except KeyError:
@@ -216,9 +225,15 @@ class Protocol:
     validate: Callable[[Params], str | None] | None = None
     module: str = ""  # filled in by the registry: where the protocol was found
     extra_sources: tuple[str, ...] = field(default=())  # files the code hash must also cover
+    # sources(params): the files the parameters bring in (e.g. a model's source file), by a
+    # name that is the same on every party; the manifest's code hash covers them
+    sources: Callable[[Params], dict[str, Path]] | None = None
 
-    def parameters(self, raw: Mapping[str, Any]) -> Params:
-        """Check `raw` against the declared parameters; ParameterError names the first problem."""
+    def parameters(self, raw: Mapping[str, Any], folder: Path | None = None) -> Params:
+        """Check `raw` against the declared parameters; ParameterError names the first problem.
+
+        `folder` is where files named by parameters are found (the consortium's folder).
+        """
         known = {p.name: p for p in self.params}
         unknown = sorted(set(raw) - set(known))
         if unknown:
@@ -232,7 +247,7 @@ class Protocol:
                 raise ParameterError(p.name, f"is required ({p.describe()})")
             else:
                 out[p.name] = p.default
-        params = Params(out)
+        params = Params(out, folder)
         problem = self.validate(params) if self.validate is not None else None
         if problem:
             raise ParameterError("", problem)
@@ -395,4 +410,5 @@ class Session(TypingProtocol):
         without differential privacy."""
 
     def recipients(self, output: str) -> list[str]:
-        """The parties the manifest reveals `output` to, in rank order (none: nobody)."""
+        """The parties the manifest reveals `output` to, in rank order (none for an optional output
+        it leaves out: a protocol may then skip computing it)."""

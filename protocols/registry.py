@@ -28,6 +28,7 @@ from protocols.api import Protocol
 GROUP = "smpc.protocols"
 BUILTIN: dict[str, str] = {
     "logistic-regression": "protocols.horizontal.logistic_regression:PROTOCOL",
+    "neural-network": "protocols.neural.network:PROTOCOL",
     "dp-logistic-regression": "protocols.horizontal.dp_logistic_regression:PROTOCOL",
     "federated-averaging": "protocols.federated.averaging:PROTOCOL",
     "selftest": "protocols.diagnostics.selftest:PROTOCOL",

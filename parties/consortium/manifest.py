@@ -57,7 +57,7 @@ def resolve_protocol(consortium: Consortium) -> Protocol:
 def check_parameters(consortium: Consortium, protocol: Protocol) -> Params:
     """The protocol's parameters from [protocol.parameters]; errors name the line."""
     try:
-        return protocol.parameters(consortium.parameters)
+        return protocol.parameters(consortium.parameters, consortium.path.parent)
     except ParameterError as exc:
         key = ("protocol", "parameters", exc.name)
         if exc.name not in consortium.parameters:
@@ -159,9 +159,10 @@ def check_budgets(consortium: Consortium, protocol: Protocol) -> dict[str, dict[
     return budgets
 
 
-def code_hashes(protocol: Protocol) -> dict[str, Any]:
+def code_hashes(protocol: Protocol, params: Params | None = None) -> dict[str, Any]:
     """sha256 of every file that computes: smpc's engine, wire, dealer, consortium, node and
-    protocols, the protocol's own package (or file), and the versions of CrypTen and torch."""
+    protocols, the protocol's own package (or file), the files its parameters bring in
+    (`Protocol.sources`, e.g. a model's source), and the versions of CrypTen and torch."""
     smpc = {}
     for package in SMPC_CODE:
         folder = Path(importlib.import_module(package).__file__ or "").parent
@@ -169,6 +170,8 @@ def code_hashes(protocol: Protocol) -> dict[str, Any]:
         for path in sorted(folder.rglob("*.py")):
             smpc[path.relative_to(root).as_posix()] = _sha(path)
     own = {name: _sha(path) for name, path in _own_files(protocol).items()}
+    if protocol.sources is not None and params is not None:
+        own.update({name: _sha(path) for name, path in protocol.sources(params).items()})
     return {"smpc": smpc, "protocol": own, "crypten": _version("crypten"),
             "torch": _version("torch")}
 
@@ -213,7 +216,7 @@ def build(consortium: Consortium, protocol: Protocol | None = None) -> dict[str,
         "consortium": consortium.name,
         "protocol": {"name": protocol.name, "version": protocol.version,
                      "parameters": _plain(dict(params))},
-        "code": code_hashes(protocol),
+        "code": code_hashes(protocol, params),
         "parties": [[p.name, p.address, list(p.roles)] for p in consortium.parties],
         "dealer": consortium.dealer,
         "randomness": consortium.randomness,

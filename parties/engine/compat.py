@@ -4,8 +4,10 @@
 2.13 applied (a moved ONNX module, torch.load's new weights_only default, the
 dynamo exporter, an off-by-one in fixed-point decoding, slow config reads)
 and makes CrypTen's two process-wide switches that its operations flip
-(config overrides, the autograd switch) per thread. It installs no party
-state: that is parties/engine/context.py's job.
+(config overrides, the autograd switch) per thread, and makes
+`crypten.nn.from_pytorch` convert the layers torch 2.13 exports differently
+(parties/engine/onnx_import.py). It installs no party state: that is
+parties/engine/context.py's job.
 """
 
 from __future__ import annotations
@@ -209,6 +211,9 @@ def load_crypten() -> types.ModuleType:
         defaults = list(fn.__defaults__ or ())
         fn.__defaults__ = tuple(_trusted_torch_load if d is torch.load else d for d in defaults)
     onnx_converter._export_pytorch_model = _export_torchscript
+    from parties.engine import onnx_import
+
+    onnx_import.install(crypten)
     _speed_up_config(type(crypten.cfg))
     _autograd_switch_per_thread(crypten.CrypTensor)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")

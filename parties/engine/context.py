@@ -8,7 +8,10 @@ one for the calling thread (its communicator, provider and random streams),
 :func:`stop_party` forgets it. What is installed:
 
 * the communicator and the provider of the calling thread's party;
-* CrypTen's protocols routed to smpc's primitives (parties/engine/hooks.py);
+* CrypTen's protocols routed to smpc's primitives (parties/engine/hooks.py),
+  its autograd spared gradients nobody needs and ReLU's second conversion
+  (parties/engine/autograd.py), and its inverse square root (BatchNorm's)
+  started from a comparison-picked guess (parties/engine/functions.py);
 * every secret random draw from ChaCha20 streams: CrypTen's seed exchange is
   replaced by :func:`parties.engine.randomness.exchange_stream_keys`, and its
   public "global" generator is seeded only by :func:`use_public_seed`;
@@ -23,7 +26,7 @@ from __future__ import annotations
 import types
 from typing import Any, NoReturn
 
-from parties.engine import hooks, models, reveal
+from parties.engine import autograd, functions, hooks, models, reveal
 from parties.engine.compat import load_crypten
 from parties.engine.randomness import exchange_stream_keys, public_generator
 from parties.engine.started import PARTIES, Generators, NotStarted, Party
@@ -80,6 +83,9 @@ def _install(crypten: types.ModuleType) -> None:
     })
     MPCTensor._ltz = hooks.ltz
     MPCTensor.relu = hooks.relu
+    crypten.common.functions.maximum._argmax_helper = hooks.argmax_helper
+    MPCTensor.inv_sqrt = functions.inv_sqrt
+    autograd.install()
     converters._A2B = hooks.a2b
     for module in (crypten.common.rng, arithmetic, binary, tfp_provider, ttp_provider):
         for name in ("generate_random_ring_element", "generate_kbit_random_tensor"):

@@ -10,6 +10,11 @@ replaces (parties/engine/context.py installs them):
   run CrypTen's original, inside `allow_openings` (its steps open masked values);
 * `a2b`: arithmetic-to-binary conversion through the carry-save layer, for
   every provider;
+* `argmax_helper` (behind `max(dim)`, `argmax(dim)` and max pooling): with the
+  dealer, the first maximum along a dimension of up to 16 elements from one
+  batch of pairwise comparisons and an AND tree (CrypTen's reduces a tree,
+  tests equality with the maximum and breaks ties at random: 37 rounds for a
+  2x2 max pool, 9 here);
 * `generate_random_ring_element`, `generate_kbit_random_tensor`: every secret
   draw (PRZS, local randomness, the TFP provider's material) from the party's
   ChaCha20 streams instead of torch's Mersenne Twister.
@@ -35,6 +40,7 @@ from parties.engine.reveal import allow_openings
 crypten = load_crypten()
 
 from crypten.common import rng as crypten_rng  # noqa: E402
+from crypten.common.functions import maximum  # noqa: E402
 from crypten.mpc import MPCTensor  # noqa: E402
 from crypten.mpc.primitives import ArithmeticSharedTensor as AST  # noqa: E402
 from crypten.mpc.primitives import BinarySharedTensor as BST  # noqa: E402
@@ -48,6 +54,7 @@ ORIGINALS = types.MappingProxyType({
     "_ltz": MPCTensor._ltz,
     "relu": MPCTensor.relu,
     "_A2B": converters._A2B,
+    "_argmax_helper": maximum._argmax_helper,
     "generate_random_ring_element": crypten_rng.generate_random_ring_element,
     "generate_kbit_random_tensor": crypten_rng.generate_kbit_random_tensor,
 })
@@ -155,6 +162,25 @@ def a2b(arithmetic: Any) -> Any:
         out = out + BST.from_shares(two[1])  # CrypTen's adder circuit
     out.encoder = arithmetic.encoder
     return out
+
+
+ARGMAX_PAIRS = 16  # the most elements along a dimension the pairwise argmax takes
+
+
+def argmax_helper(enc_tensor: Any, dim: Any = None, one_hot: bool = True,
+                  method: str = "pairwise", _return_max: bool = False) -> Any:
+    """The one-hot (scale 1) of the first maximum along `dim` (CrypTen's _argmax_helper);
+    the caller computes the maximum as sum(x * one-hot), one product without truncation."""
+    p = _dealer()
+    if p is None or dim is None or enc_tensor.dim() == 0 \
+            or enc_tensor.ptype != ptypes.arithmetic \
+            or not 2 <= enc_tensor.size(dim) <= ARGMAX_PAIRS:
+        return ORIGINALS["_argmax_helper"](enc_tensor, dim, one_hot, method, _return_max)
+    x = enc_tensor.transpose(dim, -1)._tensor
+    bits = comparison.first_argmax(p, x.rank, _open_batch, x.share.contiguous())
+    result = MPCTensor.from_shares(conversion.bit_to_arithmetic(p, x.rank, _open_batch, bits),
+                                   precision=0).transpose(dim, -1)
+    return (result, None) if _return_max else result
 
 
 # ---------------------------------------------------------------- random draws

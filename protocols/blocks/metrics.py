@@ -1,4 +1,5 @@
-"""Evaluation metrics computed on shares, each with its plaintext twin.
+"""Evaluation metrics computed on shares, each with its plaintext twin: binary (logits)
+and multi-class (class scores).
 
 Only the metrics are revealed, never a prediction. Counts are divided by the
 public row count before any secret division, so every secret divisor lies in
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from protocols.blocks import approximations
 
 BINARY_METRICS = ("accuracy", "precision", "recall", "f1", "auc", "confusion_matrix")
 
@@ -93,3 +96,60 @@ def from_confusion(matrix: list[list[float]]) -> dict[str, Any]:
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"accuracy": (tp + tn) / n if n else 0.0, "precision": precision, "recall": recall,
             "f1": f1, "confusion_matrix": [[tn, fp], [fn, tp]]}
+
+
+MULTICLASS_METRICS = ("accuracy", "macro_f1", "precision", "recall", "f1", "confusion_matrix")
+
+
+def one_hot(labels: Any, classes: int) -> Any:
+    """Class indices (n, 1) as shares -> (n, K) one-hot bits (scale 1): one batched equality."""
+    return labels.eq(torch.arange(classes, dtype=torch.float32))
+
+
+def multiclass_metrics(scores: Any, labels: Any, classes: int) -> dict[str, Any]:
+    """Accuracy, per-class precision, recall and F1, macro-F1 and the K x K confusion matrix
+    (rows: true class, columns: predicted) of class scores (n, K), as shares.
+
+    The prediction is each row's first argmax (CrypTen's argmax; with the dealer, one
+    batch of pairwise comparisons and an AND tree, parties/engine/hooks.py);
+    the confusion matrix is one product of the true and predicted one-hot bits (no
+    truncation: counts are exact integers). Each ratio of counts a/b (precision
+    tp/predicted, recall tp/true, F1 = 2 tp/(predicted + true)) is a c * 1/(b c + eps)
+    with the same public c ~ 1/n on both sides, so the secret divisor lies in (0, 1]
+    and a class that never occurs gives exactly 0.
+    """
+    import crypten
+
+    n = scores.size(0)
+    predicted = scores.argmax(dim=1, one_hot=True)
+    confusion = one_hot(labels, classes).t().matmul(predicted)  # (K, K) counts, scale 1
+    hits = confusion.reshape(-1)[torch.arange(classes) * (classes + 1)]  # the diagonal
+    predicted_k, true_k = confusion.sum(0), confusion.sum(1)
+    numerators = approximations.fixed(crypten.stack([hits, hits, hits * 2]), 1.0 / n)
+    divisors = approximations.fixed(crypten.stack([predicted_k, true_k, predicted_k + true_k]),
+                                    1.0 / n)
+    precision, recall, f1 = numerators * (divisors + 1e-4).reciprocal()
+    return {"accuracy": approximations.fixed(hits.sum()).div(n), "macro_f1": f1.mean(),
+            "precision": precision, "recall": recall, "f1": f1,
+            "confusion_matrix": approximations.fixed(confusion)}
+
+
+def multiclass_metrics_plain(scores: torch.Tensor, labels: torch.Tensor, classes: int
+                             ) -> dict[str, Any]:
+    """The same metrics of class scores in float64 (a class never predicted or never present
+    has precision or recall 0)."""
+    predicted = scores.argmax(1)
+    actual = labels.reshape(-1).long()
+    confusion = torch.zeros(classes, classes, dtype=torch.float64)
+    confusion.index_put_((actual, predicted), torch.ones_like(actual, dtype=torch.float64),
+                         accumulate=True)
+    hits = confusion.diagonal()
+    pred, true = confusion.sum(0), confusion.sum(1)
+    precision = torch.where(pred > 0, hits / pred.clamp(min=1), torch.zeros_like(hits))
+    recall = torch.where(true > 0, hits / true.clamp(min=1), torch.zeros_like(hits))
+    total = precision + recall
+    f1 = torch.where(total > 0, 2 * precision * recall / total.clamp(min=1e-12),
+                     torch.zeros_like(hits))
+    return {"accuracy": float(hits.sum() / actual.numel()), "macro_f1": float(f1.mean()),
+            "precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+            "confusion_matrix": confusion.tolist()}

@@ -6,6 +6,8 @@ The parties run in threads with a simulated dealer and opening
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -87,6 +89,21 @@ def test_relu(n: int) -> None:
     got, net = sim.run(n, lambda r, src, net: comparison.relu(src, r, net.open_batch(r), xs[r]))
     assert torch.equal(cr.sum_shares(got), torch.where(x < 0, 0, x))
     assert net.rounds == 1 + 3 + 1  # masked opening, 3 AND rounds, bit injection
+
+
+@pytest.mark.parametrize("n", PARTIES)
+@pytest.mark.parametrize("k", [2, 4, 9])
+def test_first_argmax_marks_one_maximum_ties_to_the_first(n: int, k: int) -> None:
+    x = torch.randint(-5, 5, (300, k))  # many ties
+    x[:3] = torch.randint(-(2**40), 2**40, (3, k))
+    xs = sim.additive(x, n)
+    got, net = sim.run(n, lambda r, src, net: comparison.first_argmax(
+        src, r, net.open_batch(r), xs[r]))
+    onehot = torch.nn.functional.one_hot(x.argmax(-1), k)  # torch: the first maximum
+    assert torch.equal(cr.xor_shares(got) & 1, onehot)
+    comparisons = x.shape[0] * k * (k - 1) // 2
+    and_rounds = 3 if comparisons <= 4096 else 4  # 8-bit or 4-bit digits
+    assert net.rounds == 1 + and_rounds + math.ceil(math.log2(k - 1))
 
 
 @pytest.mark.parametrize("n", PARTIES)

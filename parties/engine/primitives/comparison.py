@@ -48,6 +48,35 @@ def negative_bits(source: Source, rank: int, open_batch: OpenBatch, x: torch.Ten
     return bit.reshape(x.shape)
 
 
+def first_argmax(source: Source, rank: int, open_batch: OpenBatch, x: torch.Tensor
+                 ) -> torch.Tensor:
+    """This party's XOR shares of the one-hot of the first maximum along x's last dimension.
+
+    All K(K-1)/2 pairs are compared in one batch: class a wins pair (a, b), a < b,
+    when x_a >= x_b, class b when x_b > x_a, so only the first maximum wins all
+    its K-1 pairs; an AND tree of each class's wins (log2(K-1) rounds) marks it.
+    """
+    k = x.shape[-1]
+    first, second = torch.triu_indices(k, k, 1)
+    lt = negative_bits(source, rank, open_batch, x[..., first] - x[..., second])  # x_a < x_b
+    ge = lt ^ 1 if rank == 0 else lt  # NOT of an XOR-shared bit: party 0 flips it
+    both = torch.cat([ge, lt], -1)  # wins of the first of each pair, then of the second
+    pairs = first.numel()
+    table = torch.empty(k, k - 1, dtype=torch.long)
+    filled = [0] * k
+    for p, (a, b) in enumerate(zip(first.tolist(), second.tolist(), strict=True)):
+        table[a, filled[a]], table[b, filled[b]] = p, pairs + p
+        filled[a] += 1
+        filled[b] += 1
+    wins = both[..., table.reshape(-1)].reshape(*x.shape, k - 1)
+    while wins.shape[-1] > 1:
+        half = wins.shape[-1] // 2
+        paired = and_shares(source, rank, open_batch, wins[..., :half],
+                            wins[..., half:2 * half])
+        wins = torch.cat([paired, wins[..., 2 * half:]], -1)
+    return wins[..., 0]
+
+
 def relu(source: Source, rank: int, open_batch: OpenBatch, x: torch.Tensor) -> torch.Tensor:
     """This party's share of max(x, 0) = x - x [x < 0]: the comparison, then one bit injection."""
     bit = negative_bits(source, rank, open_batch, x)
