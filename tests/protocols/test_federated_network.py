@@ -16,7 +16,7 @@ import torch
 
 from parties.wire import wire_pb2 as pb
 from protocols.api import Budget, ProtocolError, public_generator
-from protocols.blocks import accounting
+from protocols.blocks import accounting, metrics
 from protocols.federated import averaging
 from protocols.federated.local_network import clipped
 from protocols.neural import model as models
@@ -138,3 +138,15 @@ def test_update_clipping_bounds_each_bank_and_sets_the_noise() -> None:
     unclipped = averaging.PROTOCOL.parameters({"model": "models.py:MLP"}, DIGITS)
     with pytest.raises(ProtocolError, match=r"needs clipping_norm > 0"):
         averaging._calibrated(model, None, Budget(8.0, 1e-5), unclipped, 0.35, 1438)
+
+
+def test_metrics_from_a_noisy_multiclass_confusion_matrix() -> None:
+    """Post-processing of released counts: cells rounded and clamped at 0, then the same
+    metrics as the float64 ones of the matrix they stand for."""
+    noisy = [[4.6, -1.2, 0.4], [1.3, 2.8, 0.0], [0.0, 0.2, -0.7]]
+    got = metrics.from_multiclass_confusion(noisy)
+    assert got["confusion_matrix"] == [[5.0, 0.0, 0.0], [1.0, 3.0, 0.0], [0.0, 0.0, 0.0]]
+    assert got["accuracy"] == pytest.approx(8 / 9)
+    assert got["precision"] == pytest.approx([5 / 6, 1.0, 0.0])
+    assert got["recall"] == pytest.approx([1.0, 0.75, 0.0])
+    assert got["macro_f1"] == pytest.approx((2 * 5 / 11 + 6 / 7) / 3)
