@@ -121,8 +121,7 @@ def multiclass_metrics(scores: Any, labels: Any, classes: int) -> dict[str, Any]
     import crypten
 
     n = scores.size(0)
-    predicted = scores.argmax(dim=1, one_hot=True)
-    confusion = one_hot(labels, classes).t().matmul(predicted)  # (K, K) counts, scale 1
+    confusion = _confusion_counts(scores, labels, classes)  # (K, K) counts, scale 1
     hits = confusion.reshape(-1)[torch.arange(classes) * (classes + 1)]  # the diagonal
     predicted_k, true_k = confusion.sum(0), confusion.sum(1)
     numerators = approximations.fixed(crypten.stack([hits, hits, hits * 2]), 1.0 / n)
@@ -132,6 +131,34 @@ def multiclass_metrics(scores: Any, labels: Any, classes: int) -> dict[str, Any]
     return {"accuracy": approximations.fixed(hits.sum()).div(n), "macro_f1": f1.mean(),
             "precision": precision, "recall": recall, "f1": f1,
             "confusion_matrix": approximations.fixed(confusion)}
+
+
+def _confusion_counts(scores: Any, labels: Any, classes: int) -> Any:
+    predicted = scores.argmax(dim=1, one_hot=True)
+    return one_hot(labels, classes).t().matmul(predicted)
+
+
+def multiclass_confusion(scores: Any, labels: Any, classes: int) -> Any:
+    """The K x K confusion counts (rows: true class, columns: the first argmax) of class
+    scores (n, K) and class indices (n, 1), as fixed-point shares (for noise and reveal)."""
+    return approximations.fixed(_confusion_counts(scores, labels, classes))
+
+
+def from_multiclass_confusion(matrix: list[list[float]]) -> dict[str, Any]:
+    """Accuracy, per-class precision, recall and F1, macro-F1 from a (possibly noisy) K x K
+    confusion matrix, every cell first rounded and clamped to >= 0 (post-processing)."""
+    counts = torch.tensor([[max(0.0, float(round(v))) for v in row] for row in matrix],
+                          dtype=torch.float64)
+    hits, pred, true = counts.diagonal(), counts.sum(0), counts.sum(1)
+    precision = torch.where(pred > 0, hits / pred.clamp(min=1), torch.zeros_like(hits))
+    recall = torch.where(true > 0, hits / true.clamp(min=1), torch.zeros_like(hits))
+    total = precision + recall
+    f1 = torch.where(total > 0, 2 * precision * recall / total.clamp(min=1e-12),
+                     torch.zeros_like(hits))
+    n = float(counts.sum())
+    return {"accuracy": float(hits.sum()) / n if n else 0.0, "macro_f1": float(f1.mean()),
+            "precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+            "confusion_matrix": counts.tolist()}
 
 
 def multiclass_metrics_plain(scores: torch.Tensor, labels: torch.Tensor, classes: int

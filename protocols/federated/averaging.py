@@ -1,23 +1,32 @@
 """Federated averaging with secure aggregation [McMahan et al. 2017; Bonawitz et al. 2017].
 
+The model is logistic regression (`model = "logistic-regression"`) or a network
+named as in neural-network (`model = "models.py:MLP"`, `model_args`; its source
+is in the manifest's code hash; protocols/federated/local_network.py).
+
 1. The row counts are exchanged (public: they weight the average); every party
-   needs at least one batch. The global model starts at zero.
+   needs at least one batch. The global model starts at zero (logistic
+   regression) or at the class's initial weights under the joint seed (a network).
 2. Each round, every party trains the global model on its own rows in plaintext
    PyTorch for `local_epochs` passes (protocols/federated/local_models.py) and
-   secret-shares its weighted update (n_i / N) (w_i - w); the shares are summed,
-   so no party's update exists anywhere but in its owner's memory.
+   secret-shares its weighted update (n_i / N) (w_i - w) (a network's: every
+   floating-point state_dict entry, BatchNorm's statistics included); the shares
+   are summed, so no party's update exists anywhere but in its owner's memory.
 3. With a budget on 'weights' (distributed DP), Gaussian noise drawn from every
    party's secret contribution (protocols/blocks/dp.py) is added to the sum on
    shares. Its scale is the sensitivity of the average to replacing one row:
    (max_i n_i / N) x 2 E eta C / b for logistic regression, whose per-row weighted
-   loss is convex, C-Lipschitz and beta-smooth [Wu et al. 2017]; the noise
-   multiplier for R rounds is calibrated with dp-accounting's PLD accountant.
+   loss is convex, C-Lipschitz and beta-smooth [Wu et al. 2017]; for a network,
+   whose loss is not convex, each party clips its update to `clipping_norm` S
+   first and the sensitivity is (max_i n_i / N) x 2 S [McMahan et al. 2018]. The
+   noise multiplier for R rounds is calibrated with dp-accounting's PLD accountant.
 4. Only the (noisy) average is revealed, to every party: the next round starts
    from it. The model after the last round is the trained model.
-5. Evaluation: every party computes the final model's logits on its own test
-   rows and secret-shares them with its labels; the metrics are computed on
-   shares as in logistic-regression (with a budget on 'metrics', only noisy
-   confusion counts are released).
+5. Evaluation: every party computes the final model's logits (a network's class
+   scores) on its own test rows and secret-shares them with its labels; the
+   metrics are computed on shares as in logistic-regression (binary) or
+   neural-network (multi-class); with a budget on 'metrics', only noisy
+   confusion counts are released.
 """
 
 from __future__ import annotations
@@ -44,8 +53,16 @@ from protocols.api import (
 )
 from protocols.blocks import accounting, aggregation, dp, metrics
 from protocols.federated.local_models import MODELS, LocalModel, RowBound, row_bound
+from protocols.federated.local_network import LocalNetwork, clipped, network
+from protocols.neural import model as models
 
 MECHANISM = "gaussian (distributed DP on the secure sum of updates)"
+LOGISTIC = "logistic-regression"
+
+
+def local_model(params: Params) -> LocalModel | LocalNetwork:
+    """Logistic regression, or the consortium's network class."""
+    return MODELS[params.model] if params.model in MODELS else network(params)
 
 
 def run(session: Session) -> dict[str, Any]:
@@ -53,7 +70,7 @@ def run(session: Session) -> dict[str, Any]:
     import crypten
 
     p = session.params
-    model = MODELS[p.model]
+    model = local_model(p)
     n_parties = session.world_size
     missing = [r for r in session.parties if r not in session.recipients("weights")]
     if missing:
@@ -65,6 +82,10 @@ def run(session: Session) -> dict[str, Any]:
     train, test = session.table("train"), session.table("test")
     if train is None or train.labels is None:
         raise ProtocolError("the protocol needs a labelled 'train' input")
+    classes = len(train.classes)
+    if isinstance(model, LocalModel) and classes != 2:
+        raise ProtocolError(f"model '{LOGISTIC}' needs 2 label classes, the table has "
+                            f"{classes}: name a network class for more")
     comm = crypten.communicator.get()
     gathered = [t.tolist() for t in comm.all_gather(torch.tensor(
         [train.rows, test.rows if test is not None else 0]))]
@@ -79,13 +100,16 @@ def run(session: Session) -> dict[str, Any]:
 
     # 3. (before any update is shared) the noise for a DP budget on 'weights'
     budget = session.budget("weights")
-    bound, noise_std, privacy = None, 0.0, None
+    bound, clip, noise_std, privacy = None, None, 0.0, None
     if budget is not None:
-        bound = row_bound(columns, p.max_grad_norm)
+        if isinstance(model, LocalNetwork):
+            clip = p.clipping_norm
+        else:
+            bound = row_bound(columns, p.max_grad_norm)
         noise_std, privacy = _calibrated(model, bound, budget, p, max(counts) / rows, rows)
 
     # 1.-4. rounds: local training, weighted updates summed on shares, the average revealed
-    flat = model.initial(columns)
+    flat = model.initial(columns, models.joint_seed(session.generator(models.INIT_PURPOSE)))
     start = 0
     restored = session.restore()
     if restored is not None:
@@ -95,7 +119,8 @@ def run(session: Session) -> dict[str, Any]:
     for r in range(start, p.rounds):
         local = model.train(flat, train.features, train.labels, p.local_epochs, p.batch_size,
                             p.learning_rate, _local_order(session.seed, session.rank, r), bound)
-        update = (local - flat) * (train.rows / rows)  # weighted by the public row counts
+        change = local - flat if clip is None else clipped(local - flat, clip)
+        update = change * (train.rows / rows)  # weighted by the public row counts
         total = aggregation.secure_sum(update)  # every party's update, shared and summed
         if budget is not None:
             total = total + dp.joint_noise(dp.gaussian_contribution(
@@ -109,38 +134,58 @@ def run(session: Session) -> dict[str, Any]:
 
     # 5. evaluation on every party's test rows, on shares
     mine = test if test is not None and test.labels is not None else None
+    width = 1 if isinstance(model, LocalModel) else classes
     logits = model.logits(flat, mine.features).float() if mine is not None \
-        else torch.empty(0, 1)
+        else torch.empty(0, width)
     labels = mine.labels.float() if mine is not None else torch.empty(0, 1)
     scores, truth = (_pooled(session.rank, test_counts, t) for t in (logits, labels))
     metrics_budget = session.budget("metrics")
     if metrics_budget is None:
-        opened = session.reveal("metrics", metrics.binary_metrics(scores, truth))["metrics"]
+        secure = metrics.binary_metrics(scores, truth) if width == 1 else \
+            metrics.multiclass_metrics(scores, truth, classes)
+        opened = session.reveal("metrics", secure)["metrics"]
         measured = None if opened is None else metrics.as_plain(opened)
     else:
         _check_delta(metrics_budget, sum(test_counts), "metrics", p.metrics_mechanism)
+        counts_ = metrics.confusion(scores, truth) if width == 1 else \
+            metrics.multiclass_confusion(scores, truth, classes)
         noisy, metrics_privacy = dp.release_counts(
-            metrics.confusion(scores, truth), metrics_budget, p.metrics_mechanism, n_parties,
-            p.noise_coalition)
+            counts_, metrics_budget, p.metrics_mechanism, n_parties, p.noise_coalition)
         opened = session.reveal("metrics", noisy)["metrics"]
-        measured = None if opened is None else {
-            **metrics.from_confusion(opened.tolist()), "auc": None, "privacy": metrics_privacy}
+        if opened is None:
+            measured = None
+        elif width == 1:
+            measured = {**metrics.from_confusion(opened.tolist()), "auc": None,
+                        "privacy": metrics_privacy}
+        else:
+            measured = {**metrics.from_multiclass_confusion(opened.tolist()),
+                        "privacy": metrics_privacy}
     return {"metrics": measured,
             "weights": {"weights": flat.tolist(), "rounds": p.rounds, "privacy": privacy}}
 
 
-def _calibrated(model: LocalModel, bound: RowBound, budget: Budget, p: Params, share: float,
-                rows: int) -> tuple[float, dict[str, Any]]:
+def _calibrated(model: LocalModel | LocalNetwork, bound: RowBound | None, budget: Budget,
+                p: Params, share: float, rows: int) -> tuple[float, dict[str, Any]]:
     """The noise std on the sum of updates for the budget over all rounds, and its report."""
-    sensitivity = model.sensitivity(bound, p.local_epochs, p.batch_size, p.learning_rate)
-    if sensitivity is None:
-        raise ProtocolError(f"model '{model.name}' has no bound on one row's influence yet: "
-                            "a DP budget on 'weights' needs one")
-    largest = model.largest_step(bound)
-    if p.learning_rate > largest:
-        raise ProtocolError(f"learning_rate {p.learning_rate:g} is above 2/beta = {largest:.3g} "
-                            f"(max_grad_norm {bound.clip:g}, {bound.radius**2 - 1:g} columns): "
-                            "the DP sensitivity bound [Wu et al. 2017] needs a smaller step")
+    if isinstance(model, LocalNetwork):
+        if p.clipping_norm <= 0:
+            raise ProtocolError(f"model {model.name} has no bound on one row's influence: a DP "
+                                "budget on 'weights' needs clipping_norm > 0 (each party's "
+                                "update is clipped to it)")
+        sensitivity, clip = 2 * p.clipping_norm, {"clipping_norm": p.clipping_norm}
+    else:
+        assert bound is not None
+        sensitivity = model.sensitivity(bound, p.local_epochs, p.batch_size, p.learning_rate)
+        if sensitivity is None:
+            raise ProtocolError(f"model '{model.name}' has no bound on one row's influence "
+                                "yet: a DP budget on 'weights' needs one")
+        largest = model.largest_step(bound)
+        if p.learning_rate > largest:
+            raise ProtocolError(f"learning_rate {p.learning_rate:g} is above 2/beta = "
+                                f"{largest:.3g} (max_grad_norm {bound.clip:g}, "
+                                f"{bound.radius**2 - 1:g} columns): the DP sensitivity bound "
+                                "[Wu et al. 2017] needs a smaller step")
+        clip = {"max_grad_norm": bound.clip}
     _check_delta(budget, rows, "weights", "gaussian")
     sensitivity *= share  # the largest party's weight in the average
     try:
@@ -150,7 +195,7 @@ def _calibrated(model: LocalModel, bound: RowBound, budget: Budget, p: Params, s
         raise ProtocolError(f"'weights': {exc}") from None
     return z * sensitivity, accounting.report(
         accounting.gaussian_event(z, p.rounds), budget.delta, MECHANISM, accounting.REPLACE_ONE,
-        noise_multiplier=z, sensitivity=sensitivity, rounds=p.rounds, max_grad_norm=bound.clip,
+        noise_multiplier=z, sensitivity=sensitivity, rounds=p.rounds, **clip,
         noise_coalition=p.noise_coalition)
 
 
@@ -182,11 +227,12 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
               alone: int | None) -> dict[str, Any]:
     """Federated averaging in the clear without noise (alone: that party's rows only, i.e.
     local training for rounds x local_epochs passes), evaluated on every party's test rows."""
-    model = MODELS[params.model]
+    model = local_model(params)
     trains = inputs["train"]
     ranks = range(len(trains)) if alone is None else [alone]
     rows = sum(trains[r].rows for r in ranks)
-    flat = model.initial(trains[0].features.shape[1])
+    flat = model.initial(trains[0].features.shape[1],
+                         models.joint_seed(public_generator(seed, models.INIT_PURPOSE)))
     for r in range(params.rounds):
         total = torch.zeros_like(flat)
         for i in ranks:
@@ -199,26 +245,52 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
     tests = [t for t in inputs.get("test") or [] if t.rows]
     x = torch.cat([t.features for t in tests])
     y = torch.cat([t.labels for t in tests]).double()
-    return {"metrics": metrics.binary_metrics_plain(model.logits(flat, x).double(), y),
+    scores = model.logits(flat, x).double()
+    measured = metrics.binary_metrics_plain(scores, y) if isinstance(model, LocalModel) \
+        else metrics.multiclass_metrics_plain(scores, y, len(trains[0].classes))
+    return {"metrics": measured,
             "weights": {"weights": flat.tolist(), "rounds": params.rounds, "privacy": None}}
 
 
 def export_model(value: dict[str, Any], ctx: ExportContext) -> list[Path]:
     """model.pt (the module's state_dict) and model.json (what it is, the privacy spent)."""
-    model = MODELS[ctx.params.model]
+    model = local_model(ctx.params)
     table = ctx.tables.get("train")
     columns = len(table.encoded_columns) if table is not None else len(value["weights"]) - 1
     ctx.folder.mkdir(parents=True, exist_ok=True)
     model_pt, model_json = ctx.folder / "model.pt", ctx.folder / "model.json"
     torch.save(model.state_dict(value["weights"], columns), model_pt)
-    meta = {"model": f"{model.name}: {model.module(columns)!r}; P(class 1) = sigmoid(output)",
-            "in_features": columns,
+    if isinstance(model, LocalNetwork):
+        spec = model.spec
+        where = spec.file.name if spec.file is not None else spec.module
+        what: dict[str, Any] = {
+            "model": spec.reference, "class": spec.name, "source": where,
+            "model_args": spec.args, "output": "one score per class (argmax = the class)",
+            "load": f"model = {spec.name}(**model_args); "
+                    "model.load_state_dict(torch.load('model.pt'))",
+            "classes": list(table.classes) if table is not None else None}
+    else:
+        what = {"model": f"{model.name}: {model.module(columns)!r}; P(class 1) = "
+                         "sigmoid(output)"}
+    meta = {**what, "in_features": columns,
             "columns": list(table.encoded_columns) if table is not None else None,
             "rounds": value.get("rounds"), "privacy": value.get("privacy"),
             "protocol": ctx.protocol, "parameters": dict(ctx.params),
             "manifest_digest": ctx.manifest_digest, "metrics": ctx.revealed.get("metrics")}
     model_json.write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return [model_pt, model_json]
+
+
+def _validate(params: Params) -> str | None:
+    if params.model not in MODELS:
+        models.validate(params)  # the class exists, builds, holds only known layers
+    elif params.model_args:
+        return f"model_args are for a network class, not model '{params.model}'"
+    return None
+
+
+def _sources(params: Params) -> dict[str, Path]:
+    return {} if params.model in MODELS else models.sources(params)
 
 
 PROTOCOL = Protocol(
@@ -228,28 +300,37 @@ PROTOCOL = Protocol(
             "shares (secure aggregation), optionally with distributed DP noise",
     run=run,
     params=(
-        Param("model", str, "logistic-regression", "the model every party trains locally",
-              choices=tuple(MODELS)),
+        Param("model", str, LOGISTIC, "the model every party trains locally: "
+              "'logistic-regression', or a network class as in neural-network: 'file.py:Class' "
+              "(beside the consortium file) or 'package.module:Class'"),
+        Param("model_args", dict, {}, "the network class's keyword arguments"),
         Param("rounds", int, 10, "federated rounds (one secure average each)", minimum=1),
         Param("local_epochs", int, 1, "passes over its own rows each party makes per round",
               minimum=1),
         Param("batch_size", int, 16, "rows per local SGD step; every party needs at least "
               "this many", minimum=1),
         Param("learning_rate", float, 0.5, "local SGD step size", above=0),
-        Param("max_grad_norm", float, 0.0, "with DP: the bound C on each row's gradient (0: "
-              "sqrt(columns + 1), the bound of the scaled features)", minimum=0),
+        Param("momentum", float, 0.0, "a network's local SGD momentum (restarted each round)",
+              minimum=0, maximum=0.999),
+        Param("max_grad_norm", float, 0.0, "with DP, logistic regression: the bound C on each "
+              "row's gradient (0: sqrt(columns + 1), the bound of the scaled features)",
+              minimum=0),
+        Param("clipping_norm", float, 0.0, "with DP, a network: each party's update is clipped "
+              "to this L2 norm before the secure sum (required > 0 then)", minimum=0),
         Param("noise_coalition", int, 1, "with DP: the largest coalition of parties the noise "
               "still protects against", minimum=0),
         Param("metrics_mechanism", str, "laplace", "the noise on the confusion counts when "
               "'metrics' has a budget", choices=("laplace", "gaussian")),
     ),
     inputs=(
-        Input("train", "labelled rows each party trains on locally", classes=2),
-        Input("test", "labelled rows to evaluate the final model on", classes=2),
+        Input("train", "labelled rows each party trains on locally (2 classes for logistic "
+              "regression)"),
+        Input("test", "labelled rows to evaluate the final model on"),
     ),
     outputs=(
-        Output("metrics", "accuracy, precision, recall, F1, ROC AUC and the confusion matrix "
-               "of the final model on the test rows", dp=DP_OPTIONAL),
+        Output("metrics", "accuracy, precision, recall, F1, ROC AUC (binary) or macro-F1 "
+               "(multi-class) and the confusion matrix of the final model on the test rows",
+               dp=DP_OPTIONAL),
         Output("weights", "the global model after every round: the previous one plus the "
                "average of the parties' updates (every party trains the next round from it); "
                "the last one is the trained model",
@@ -257,4 +338,6 @@ PROTOCOL = Protocol(
     ),
     plaintext=plaintext,
     compare="metrics",
+    validate=_validate,
+    sources=_sources,
 )

@@ -4,9 +4,8 @@ A :class:`LocalModel` is a torch ``nn.Module`` factory plus what federated
 averaging needs around it: its parameters as one flat vector (what is summed on
 shares), local mini-batch SGD, logits for evaluation, and, for differential
 privacy, a bound on how far one row can move the locally trained parameters. A
-network from a model spec (issue 13) plugs in as another LocalModel whose
-`module` builds it; until it can bound a row's influence it answers None to
-`sensitivity` and federated averaging refuses a DP budget for it.
+network named by the consortium is protocols/federated/local_network.py's
+LocalNetwork, with the same methods (its DP bound clips the whole update).
 
 Logistic regression is ``nn.Linear(k, 1)`` with a sigmoid on the logit
 (``BCEWithLogitsLoss``), trained in float64.
@@ -58,8 +57,9 @@ class LocalModel:
     convex: bool = False  # logistic loss of a linear model: a DP sensitivity bound exists
     dtype: torch.dtype = torch.float64
 
-    def initial(self, columns: int) -> torch.Tensor:
-        """The starting global parameters (zeros: every party agrees without messages)."""
+    def initial(self, columns: int, seed: int = 0) -> torch.Tensor:
+        """The starting global parameters (zeros: every party agrees without messages; `seed`
+        is unused)."""
         return torch.zeros(self._count(columns), dtype=self.dtype)
 
     def _count(self, columns: int) -> int:
