@@ -26,17 +26,18 @@ from tests.protocols.digits import BANKS, DIGITS, digits_copy
 from tests.protocols.test_federated import _found, _needles, _tables
 from tests.support import edit
 
-ROUNDS, ROWS = 2, 150
+# One round: later rounds train on from the rounded average, and SGD amplifies the rounding.
+ROUNDS, ROWS = 1, 150
 
 
 @pytest.fixture(scope="module")
 def fed_digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Two banks (150 training rows each), the MLP, 2 rounds of 3 local epochs; every byte
+    """Two banks (150 training rows each), the MLP, ROUNDS rounds of 8 local epochs; every byte
     each node sends recorded."""
     folder = tmp_path_factory.mktemp("federated-digits")
     consortium = digits_copy(folder, "consortium-federated.toml", banks=2, rows=ROWS)
     edit(consortium, ("rounds = 10", f"rounds = {ROUNDS}"), ("local_epochs = 2",
-                                                            "local_epochs = 3"))
+                                                            "local_epochs = 8"))
     proc = run_smpc(["local", str(consortium), "--json", str(folder / "out.json")], folder, 400,
                     env={"SMPC_WIRE_LOG": str(folder / "wire")})
     assert proc.returncode == 0, proc.stdout + proc.stderr
