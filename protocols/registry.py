@@ -30,6 +30,7 @@ BUILTIN: dict[str, str] = {
     "logistic-regression": "protocols.horizontal.logistic_regression:PROTOCOL",
     "dp-logistic-regression": "protocols.horizontal.dp_logistic_regression:PROTOCOL",
     "federated-averaging": "protocols.federated.averaging:PROTOCOL",
+    "synthetic-data": "protocols.synthetic.mst:PROTOCOL",
     "selftest": "protocols.diagnostics.selftest:PROTOCOL",
 }
 
