@@ -21,6 +21,7 @@ their plaintext twins run, with the same noise calibration. Each row says which.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -377,11 +378,12 @@ def run(study: Study, settings: Settings,
     steps = plan(settings)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="smpc-tradeoff-") as tmp:
+        scratch = Path(tmp).resolve()
         for i, (technique, value) in enumerate(steps):
             if progress is not None:
                 knob = f" {technique.knob} {value:g}" if technique.knob else ""
                 progress(i, len(steps), f"{technique.label}{knob}")
-            rows += technique.run(study, settings, value, Path(tmp))
+            rows += technique.run(study, settings, value, scratch)
     if progress is not None:
         progress(len(steps), len(steps), "done")
     return {
@@ -416,9 +418,10 @@ def _real_run(study: Study, settings: Settings, folder: Path, protocol: str,
     its time and every party's bytes."""
     consortium = _scratch_consortium(study, folder, protocol, parameters, reveals)
     tic = time.perf_counter()
-    out = local.run_local(consortium, {p: str(folder / "policies" / f"{p}.toml")
-                                       for p in study.parties},
-                          timeout=settings.timeout, announce=False)
+    with contextlib.chdir(folder):  # the nodes' out/ and checkpoints/ stay in the scratch
+        out = local.run_local(consortium, {p: str(folder / "policies" / f"{p}.toml")
+                                           for p in study.parties},
+                              timeout=settings.timeout, announce=False)
     wall = time.perf_counter() - tic
     if not out.ok:
         failed = [f"{n}: exit {rc}" for n, rc in out.run.returncodes.items() if rc != 0]

@@ -25,8 +25,21 @@ def logistic_losses(weights: list[float] | np.ndarray, x: torch.Tensor, y: torch
 
 
 def advantage(members: np.ndarray, non_members: np.ndarray) -> dict[str, float]:
-    """Yeom et al.'s threshold attack at tau = the mean member loss: TPR, FPR, advantage."""
+    """Yeom et al.'s threshold attack at tau = the mean member loss: TPR, FPR, advantage;
+    and beside it the best advantage any loss threshold reaches on these rows (an attacker
+    who could tune tau on them: an optimistic bound of this attack family)."""
+    members, non_members = np.asarray(members), np.asarray(non_members)
     tau = float(np.mean(members))
-    tpr = float(np.mean(members <= tau))
-    fpr = float(np.mean(non_members <= tau))
-    return {"threshold": tau, "tpr": tpr, "fpr": fpr, "advantage": tpr - fpr}
+    slack = 1e-12 * max(1.0, abs(tau))  # equal losses stay equal to their mean
+    tpr = float(np.mean(members <= tau + slack))
+    fpr = float(np.mean(non_members <= tau + slack))
+    return {"threshold": tau, "tpr": tpr, "fpr": fpr, "advantage": tpr - fpr,
+            "best_advantage": best_advantage(members, non_members)}
+
+
+def best_advantage(members: np.ndarray, non_members: np.ndarray) -> float:
+    """max over thresholds tau of TPR(tau) - FPR(tau) (0 for tau below every loss)."""
+    taus = np.unique(np.concatenate([members, non_members]))
+    tpr = np.searchsorted(np.sort(members), taus, side="right") / len(members)
+    fpr = np.searchsorted(np.sort(non_members), taus, side="right") / len(non_members)
+    return float(max(0.0, (tpr - fpr).max()))
