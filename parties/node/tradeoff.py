@@ -40,7 +40,7 @@ from parties.consortium.config import Consortium, load_consortium
 from parties.node import local
 from parties.node import party as party_node
 from protocols import registry
-from protocols.api import Budget, Params, PlainTable, Protocol
+from protocols.api import Budget, Params, PlainTable, Protocol, ProtocolError
 from protocols.federated import averaging
 from protocols.horizontal import dp_logistic_regression
 from protocols.report import extracts, workloads
@@ -427,7 +427,7 @@ def _real_run(study: Study, settings: Settings, folder: Path, protocol: str,
         failed = [f"{n}: exit {rc}" for n, rc in out.run.returncodes.items() if rc != 0]
         last = next((ln for node in out.run.nodes.values() for ln in reversed(node.lines)
                      if ln.strip()), "")
-        raise RuntimeError(f"{protocol} run failed ({', '.join(failed)}): {last}")
+        raise ProtocolError(f"the real {protocol} run failed ({', '.join(failed)}): {last}")
     revealed = out.revealed()
     timings = [r["timings"] for r in out.results.values() if r]
     first = next(r for r in out.results.values() if r)
