@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import platform
 import tempfile
 import time
@@ -507,8 +508,10 @@ def _key(key: str) -> str:
 def _value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
+    if isinstance(value, numbers.Integral):  # numpy's numbers too (their repr is not TOML)
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return repr(float(value))
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, list | tuple):

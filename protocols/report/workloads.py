@@ -15,6 +15,7 @@ own `fit`/`logits` and its DP and federated protocols (or None).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +94,7 @@ def _federated_parameters(params: Params, columns: int, private: bool) -> dict[s
     if not private:
         return {"model": "logistic-regression", "rounds": 10, "local_epochs": 2,
                 "batch_size": 16, "learning_rate": 1.0}
-    largest = 2 / (1.0 * np.sqrt(columns + 1) / 4)
+    largest = 2 / (1.0 * math.sqrt(columns + 1) / 4)
     return {"model": "logistic-regression", "rounds": 20, "local_epochs": 1, "batch_size": 16,
             "learning_rate": round(min(1.4, 0.97 * largest), 4), "max_grad_norm": 1.0}
 

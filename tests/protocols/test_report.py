@@ -90,3 +90,6 @@ def test_scratch_consortia_are_valid_toml() -> None:
            "reveal": [{"name": "weights", "to": ["a"], "epsilon": 1.0, "delta": 1e-5}],
            "tables": {"t": {"features": ["u", "v"], "ranges": {"u": [0.0, 2.5]}}}}
     assert tomllib.loads(to_toml(doc)) == doc
+    # numpy's numbers are written as TOML numbers (numpy 2's repr is "np.float64(1.39)")
+    assert tomllib.loads(to_toml({"p": {"lr": np.float64(1.39), "n": np.int64(3)}})) == {
+        "p": {"lr": 1.39, "n": 3}}
