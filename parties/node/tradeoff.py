@@ -98,6 +98,9 @@ class Study:
     policies: dict[str, Path]
     quasi_identifiers: list[str]
     qi_columns: list[int]
+    # the plaintext rows' shuffle seed: the real MPC run's joint seed once it ran (so that
+    # pooled plaintext and MPC train on the same order, as smpc local compares them)
+    seed: bytes = SEED
 
     @property
     def parties(self) -> list[str]:
@@ -224,7 +227,7 @@ def _alone(study: Study, settings: Settings, value: Any, scratch: Path) -> list[
     tables = {"train": study.train, "test": study.test}
     for rank, name in enumerate(study.parties):
         tic = time.perf_counter()
-        result = study.protocol.plaintext(tables, study.params, SEED, rank) if \
+        result = study.protocol.plaintext(tables, study.params, study.seed, rank) if \
             study.protocol.plaintext else None
         if result is None:
             continue
@@ -239,7 +242,7 @@ def _pooled(study: Study, settings: Settings, value: Any, scratch: Path) -> list
     tic = time.perf_counter()
     assert study.protocol.plaintext is not None
     result = study.protocol.plaintext({"train": study.train, "test": study.test}, study.params,
-                                      SEED, None)
+                                      study.seed, None)
     model = study.workload.weights_of(result["weights"])
     return [_row(study, "pooled", "pooled plaintext (no privacy)", PLAIN, model,
                  time.perf_counter() - tic, bytes=extracts.extract_bytes(study.members[0]))]
@@ -256,6 +259,7 @@ def _mpc(study: Study, settings: Settings, value: Any, scratch: Path) -> list[Ro
                      time.perf_counter() - tic)]
     out = _real_run(study, settings, scratch / "mpc", study.protocol.name, dict(study.params),
                     [("metrics", "all", None), ("weights", "first", None)])
+    study.seed = bytes.fromhex(out["seed"])
     return [_row(study, "mpc", label, REAL, study.workload.weights_of(out["weights"]),
                  out["seconds"], bytes=out["bytes"], details={"wall": out["wall"]})]
 
@@ -368,8 +372,10 @@ TECHNIQUES: tuple[Technique, ...] = (
 
 
 def plan(settings: Settings) -> list[tuple[Technique, Any]]:
-    """Every (technique, setting) the report runs, in order."""
-    return [(t, v) for t in TECHNIQUES for v in t.values(settings)]
+    """Every (technique, setting) the report runs, in order: with real runs, MPC first (its
+    joint seed then shuffles the plaintext rows, as in smpc local's baselines)."""
+    order = sorted(TECHNIQUES, key=lambda t: t.key != "mpc") if settings.real else TECHNIQUES
+    return [(t, v) for t in order for v in t.values(settings)]
 
 
 def run(study: Study, settings: Settings,
@@ -387,6 +393,8 @@ def run(study: Study, settings: Settings,
             rows += technique.run(study, settings, value, scratch)
     if progress is not None:
         progress(len(steps), len(steps), "done")
+    rank = {t.key: i for i, t in enumerate(TECHNIQUES)}
+    rows.sort(key=lambda r: rank[r.technique])  # stable: settings stay in grid order
     return {
         "consortium": study.consortium.name, "protocol": study.protocol.name,
         "data": "every party's rows were read on this machine (a planning run, like smpc "
@@ -434,7 +442,7 @@ def _real_run(study: Study, settings: Settings, folder: Path, protocol: str,
     first = next(r for r in out.results.values() if r)
     return {**revealed, "seconds": max(t["protocol_seconds"] for t in timings),
             "bytes": sum(int(t["bytes_sent"]) for t in timings), "wall": wall,
-            "digest": first["manifest_digest"]}
+            "digest": first["manifest_digest"], "seed": first["seed"]}
 
 
 def _scratch_consortium(study: Study, folder: Path, protocol: str, parameters: dict[str, Any],
