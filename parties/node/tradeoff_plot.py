@@ -41,8 +41,7 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
         for i, r in enumerate(r for r in rows if r["technique"] == "alone"):
             axis.axhline(r["accuracy"], color="tab:gray", linestyle="-.", linewidth=0.8,
                          alpha=0.7, label="each party alone" if i == 0 else None)
-    _log_ticks(left, sorted({r["epsilon"] for r in rows if r["technique"] in CURVES
-                             and r["epsilon"]}))
+    _log_ticks(left, sorted(report["settings"]["epsilons"]))  # the grid (spent: <= it)
     left.set_xlabel(f"epsilon spent (delta {report['settings']['delta']:.0e})")
     left.set_ylabel("test accuracy")
     left.set_title("differential privacy")
@@ -51,7 +50,7 @@ def plot(report: dict[str, Any], path: str | Path) -> None:
     if points:
         right.plot(*zip(*points, strict=True), "d-", color="tab:red",
                    label="k-anonymized pooling")
-    _log_ticks(right, [k for k, _ in points])
+    _log_ticks(right, sorted(report["settings"]["ks"]))
     right.set_xlabel(f"k (Mondrian over {len(report['settings']['quasi_identifiers'])} "
                      "quasi-identifiers)")
     right.set_title("k-anonymity")
