@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 CRYPTEN := crypten==0.4.1
+PYCANON := pycanon==1.3.6
 
 .PHONY: setup demo docker-demo test lint protos bench clean
 
@@ -20,6 +21,8 @@ $(STAMP): pyproject.toml Makefile
 	# compat mode: the checkout itself goes on sys.path (the default editable finder turns
 	# our top-level packages into namespace packages)
 	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	# the tests' oracle for the anonymity measures; it pins an old numpy: alone, without deps
+	$(BIN)/python -m pip install --quiet --no-deps $(PYCANON)
 	touch $(STAMP)
 
 demo: setup

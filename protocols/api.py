@@ -344,6 +344,9 @@ class Session(TypingProtocol):
     parties: list[str]  # every party's name, in rank order
     params: Params
     seed: bytes  # the run's joint public random seed (a coin toss among the parties)
+    # the consortium's minimum group size: a revealed statistic computed over fewer rows is
+    # suppressed (protocols/blocks/suppression.py checks the count on shares)
+    min_group_size: int
 
     def generator(self, purpose: str) -> torch.Generator:
         """A public torch generator from the joint seed (shuffles, splits, initial weights)."""

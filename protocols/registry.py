@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "dp-logistic-regression": "protocols.horizontal.dp_logistic_regression:PROTOCOL",
     "federated-averaging": "protocols.federated.averaging:PROTOCOL",
     "dp-neural-network": "protocols.neural.dp_network:PROTOCOL",
+    "synthetic-data": "protocols.synthetic.mst:PROTOCOL",
     "selftest": "protocols.diagnostics.selftest:PROTOCOL",
 }
 

@@ -7,6 +7,7 @@
     smpc dealer --consortium C                the dealer
     smpc check --consortium C --as NAME --policy P    settings and data checked, no connection
     smpc manifest C | smpc protocols | smpc certs C
+    smpc tradeoff C [--quick] [--json F] [--plot F.png]   accuracy against privacy (local)
 
 Errors a user can cause (a bad file, flag, address, a peer that is missing,
 refuses or dies) print one line naming the file, setting or peer and exit
@@ -21,7 +22,7 @@ import os
 import sys
 import traceback
 
-from parties.cli import common, local, offline, party
+from parties.cli import common, local, offline, party, tradeoff
 from parties.engine import heap
 
 
@@ -39,10 +40,12 @@ def parser() -> argparse.ArgumentParser:
                "  smpc dealer --consortium consortium.toml")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True,
-                            metavar="{selftest,local,party,dealer,check,manifest,protocols,certs}")
+                            metavar="{selftest,local,party,dealer,check,manifest,protocols,certs,"
+                                    "tradeoff}")
     local.add(sub)
     party.add(sub)
     offline.add(sub)
+    tradeoff.add(sub)
     return ap
 
 

@@ -109,6 +109,9 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     hidden = [o.name for o in protocol.outputs if o.name not in {r.name for r in c.reveal}]
     for name in hidden:
         print(f"  {name} -> nobody")
+    if m.get("min_group_size", 1) > 1:
+        print(f"  minimum group size {m['min_group_size']}: a statistic over fewer rows is "
+              "suppressed (the count checked on shares)")
     print(f"manifest digest {manifest.digest(m)}")
     return 0
 

@@ -167,6 +167,8 @@ class Consortium:
     # where correlated randomness comes from: the dealer node, or (tests and benchmarks
     # only) CrypTen's trusted first party, which lets party 0 know every party's masks
     randomness: str = "dealer"
+    # every revealed statistic computed over fewer rows than this is suppressed (1: none is)
+    min_group_size: int = 1
     _lines: Mapping[KeyPath, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -341,7 +343,8 @@ def load_consortium(path: str | Path) -> Consortium:
     doc = src.doc
     src.only(doc, (), "consortium file", _TOP, _RETIRED_TOP)
     head = src.get(doc, ("consortium",), "consortium file", dict, {})
-    src.only(head, ("consortium",), "[consortium]", ("name", "ca", "randomness"))
+    src.only(head, ("consortium",), "[consortium]", ("name", "ca", "randomness",
+                                                    "min_group_size"))
     name = src.get(head, ("consortium", "name"), "[consortium]", str, path.stem)
     if not NAME.match(name):
         raise src.error(("consortium", "name"), f"[consortium]: name {name!r} must be lowercase "
@@ -351,6 +354,10 @@ def load_consortium(path: str | Path) -> Consortium:
     if randomness not in RANDOMNESS:
         raise src.error(("consortium", "randomness"), f"[consortium]: randomness {randomness!r} "
                                                       f"must be one of {', '.join(RANDOMNESS)}")
+    min_group = src.get(head, ("consortium", "min_group_size"), "[consortium]", int, 1)
+    if min_group < 1:
+        raise src.error(("consortium", "min_group_size"), f"[consortium]: min_group_size must "
+                                                          f"be an integer >= 1, got {min_group}")
     parties = _parties(src)
     dealer_raw = src.get(doc, ("dealer",), "consortium file", dict)
     src.only(dealer_raw, ("dealer",), "[dealer]", ("address",))
@@ -371,7 +378,7 @@ def load_consortium(path: str | Path) -> Consortium:
                       protocol=protocol, protocol_version=version,
                       protocol_file=_protocol_file(src, proto), parameters=dict(params),
                       inputs=inputs, tables=tables, reveal=_reveals(src, parties),
-                      randomness=randomness, _lines=src.lines)
+                      randomness=randomness, min_group_size=min_group, _lines=src.lines)
 
 
 def _parties(src: _Source) -> list[Party]:

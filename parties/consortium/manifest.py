@@ -224,6 +224,8 @@ def build(consortium: Consortium, protocol: Protocol | None = None) -> dict[str,
         "tables": {name: consortium.tables[name].as_manifest() for name in used},
         "reveal": [[r.name, list(r.to)] for r in consortium.reveal],
         "budget": budgets,  # output -> {"epsilon", "delta"} of each DP output
+        # revealed statistics over fewer rows are suppressed (checked on shares)
+        "min_group_size": consortium.min_group_size,
     }
 
 

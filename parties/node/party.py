@@ -274,7 +274,8 @@ def run_party(prepared: Prepared, listen: str | None, options: LinkOptions, cont
         reveal_to={r.name: list(r.to) for r in consortium.reveal},
         checkpoints=Checkpoints(folder, prepared.digest, resume),
         budgets={name: Budget(b["epsilon"], b["delta"])
-                 for name, b in prepared.manifest.get("budget", {}).items()})
+                 for name, b in prepared.manifest.get("budget", {}).items()},
+        min_group_size=prepared.manifest.get("min_group_size", 1))
     run = runtime.run_party(spec, mesh, job, on_progress)
     outcome = Outcome(name, prepared.digest, prepared.protocol.name, run.result, run.seconds,
                       run.stats, run.seed.hex(), run.resumed_from)

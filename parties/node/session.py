@@ -48,6 +48,7 @@ class PartySession:
     platform: dict[str, Any] = field(default_factory=dict)  # smpc's own outputs (per input)
     last_step: tuple[str, dict[str, Any]] | None = None
     budgets: dict[str, Budget] = field(default_factory=dict)  # the manifest's DP budgets
+    min_group_size: int = 1  # the manifest's: statistics over fewer rows are suppressed
 
     @property
     def world_size(self) -> int:

@@ -230,8 +230,35 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
         return _plaintext(inputs, params, seed, alone)
 
 
+def simulate(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
+             budget: Budget) -> dict[str, Any]:
+    """The plaintext twin WITH the secure run's noise, for planning (`smpc tradeoff`): sigma
+    calibrated as `run` does for the budget and the pooled row count, Gaussian noise of the
+    std every party's contributions sum to (n / (n - noise_coalition) times the variance)
+    drawn from a torch generator of `seed` -- not secret: a simulation, never a release."""
+    trains = inputs["train"]
+    tests = inputs.get("test") or [None] * len(trains)
+    hold_out = sum(t.rows for t in tests if t is not None) == 0
+    rows = sum(_split(t, u, hold_out, params.test_fraction)[0][0].shape[0]
+               for t, u in zip(trains, tests, strict=True))
+    q = min(1.0, params.batch_size / rows)
+    steps = params.epochs * math.ceil(rows / params.batch_size)
+    sigma = accounting.calibrate(lambda s: accounting.dp_sgd_event(s, q, steps),
+                                 budget.epsilon, budget.delta)
+    parties = len(trains)
+    spread = math.sqrt(parties / (parties - params.noise_coalition))
+    with one_thread():
+        out = _plaintext(inputs, params, seed, None, (sigma * spread, public_generator(
+            seed, "dp-sgd:simulated-noise")))
+    out["weights"]["privacy"] = accounting.report(
+        accounting.dp_sgd_event(sigma, q, steps), budget.delta, MECHANISM + ", simulated",
+        accounting.ADD_OR_REMOVE, noise_multiplier=sigma, sampling_probability=q, steps=steps)
+    return out
+
+
 def _plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
-               alone: int | None) -> dict[str, Any]:
+               alone: int | None,
+               noise: tuple[float, torch.Generator] | None = None) -> dict[str, Any]:
     trains = inputs["train"]
     tests = inputs.get("test") or [None] * len(trains)
     hold_out = sum(t.rows for t in tests if t is not None) == 0
@@ -259,6 +286,9 @@ def _plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
         else:
             err = torch.sigmoid(z) - labels[chosen]
         wb = wb - backward[chosen].T @ err
+        if noise is not None:  # N(0, (sigma C step)^2) per coordinate, as in `run`
+            wb = wb - torch.randn(wb.shape, generator=noise[1], dtype=torch.float64) * (
+                noise[0] * bound * step)
     scores = xt @ wb[:-1] + wb[-1]
     return {"metrics": metrics.binary_metrics_plain(scores, yt),
             "weights": {"weights": wb.reshape(-1).tolist(), "privacy": None}}

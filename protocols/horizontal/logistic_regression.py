@@ -17,7 +17,10 @@
    training). It needs no sigmoid: the class is ``logit > 0``, and ROC AUC
    depends only on the order of the scores. The confusion matrix, accuracy,
    precision, recall, F1 and AUC are computed on shares (protocols/blocks/metrics.py).
-4. One round reveals the metrics and the weights, each to the parties the
+4. With a minimum group size k in the consortium, each metric computed over fewer
+   than k test rows (recall over the positives, a confusion cell, ...) is suppressed,
+   the counts compared with k on shares (protocols/blocks/suppression.py).
+5. One round reveals the metrics and the weights, each to the parties the
    manifest names.
 """
 
@@ -42,7 +45,7 @@ from protocols.api import (
     ProtocolError,
     Session,
 )
-from protocols.blocks import approximations, metrics, training
+from protocols.blocks import approximations, metrics, suppression, training
 from protocols.blocks.sharing import join_plain, pool_plain
 
 
@@ -80,9 +83,16 @@ def run(session: Session) -> dict[str, Any]:
         session.checkpoint(epoch + 1, {"weights": wb})
         session.progress("epoch", epoch=epoch + 1, of=p.epochs)
     scores = xt.matmul(wb[:-1]) + wb[-1]
-    opened = session.reveal({"metrics": metrics.binary_metrics(scores, yt),
-                             "weights": wb.reshape(-1)})
-    return {"metrics": None if opened["metrics"] is None else metrics.as_plain(opened["metrics"]),
+    measured = metrics.binary_metrics(scores, yt)
+    k = session.min_group_size
+    if k > 1:  # [Hundepool et al. 2012, primary cell suppression], on shares
+        measured = suppression.guard(
+            measured, suppression.binary_metric_groups(measured, xt.size(0)), k)
+    opened = session.reveal({"metrics": measured, "weights": wb.reshape(-1)})
+    revealed = opened["metrics"]
+    if revealed is not None:
+        revealed = suppression.unguard(revealed) if k > 1 else metrics.as_plain(revealed)
+    return {"metrics": revealed,
             "weights": None if opened["weights"] is None else opened["weights"].tolist()}
 
 

@@ -1,0 +1,1 @@
+"""DP synthetic data: noisy marginals measured inside MPC, rows drawn by the recipients."""
