@@ -31,6 +31,7 @@ BUILTIN: dict[str, str] = {
     "neural-network": "protocols.neural.network:PROTOCOL",
     "dp-logistic-regression": "protocols.horizontal.dp_logistic_regression:PROTOCOL",
     "federated-averaging": "protocols.federated.averaging:PROTOCOL",
+    "inference": "protocols.inference.prediction:PROTOCOL",
     "selftest": "protocols.diagnostics.selftest:PROTOCOL",
 }
 

@@ -5,6 +5,8 @@
     smpc local --parties 3 PROTOCOL           a protocol that takes no data, N local parties
     smpc party --consortium C --as NAME --policy P    one organization's party
     smpc dealer --consortium C                the dealer
+    smpc serve --consortium C --as OWNER --policy P   keep a model shared, answer queries
+    smpc predict --consortium C --as NAME --input rows.csv --out predictions.csv
     smpc check --consortium C --as NAME --policy P    settings and data checked, no connection
     smpc manifest C | smpc protocols | smpc certs C
 
@@ -21,7 +23,7 @@ import os
 import sys
 import traceback
 
-from parties.cli import common, local, offline, party
+from parties.cli import common, local, offline, party, serve
 from parties.engine import heap
 
 
@@ -39,9 +41,11 @@ def parser() -> argparse.ArgumentParser:
                "  smpc dealer --consortium consortium.toml")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True,
-                            metavar="{selftest,local,party,dealer,check,manifest,protocols,certs}")
+                            metavar="{selftest,local,party,dealer,serve,predict,check,manifest,"
+                                    "protocols,certs}")
     local.add(sub)
     party.add(sub)
+    serve.add(sub)
     offline.add(sub)
     return ap
 

@@ -30,6 +30,7 @@ from protocols.api import (
     Budget,
     ParameterError,
     Params,
+    PlainState,
     PlainTable,
     Protocol,
     ProtocolError,
@@ -96,6 +97,7 @@ class PartyJob:
     reveal_to: dict[str, list[str]]
     checkpoints: Checkpoints | None = None
     budgets: dict[str, Budget] = field(default_factory=dict)  # the manifest's DP budgets
+    states: dict[str, PlainState] = field(default_factory=dict)  # own weights (STATE_DICT)
 
 
 @dataclass
@@ -202,7 +204,7 @@ def run_party(spec: NodeSpec, mesh: Mesh, job: PartyJob,
             seed=seed, communicator=comm, outputs=tuple(o.name for o in job.protocol.outputs),
             reveal_to=job.reveal_to, tables=job.tables, providers=job.providers,
             checkpoints=job.checkpoints, restored=agreed[:2] if agreed is not None else None,
-            on_progress=on_progress, budgets=dict(job.budgets))
+            on_progress=on_progress, budgets=dict(job.budgets), states=dict(job.states))
         comm.reset_communication_stats()
         tic = time.perf_counter()
         result = _profiled(lambda: job.protocol.run(session), spec.name) or {}

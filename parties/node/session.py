@@ -19,6 +19,7 @@ from protocols.api import (
     INTERSECTION_SIZE,
     Budget,
     Params,
+    PlainState,
     PlainTable,
     RevealError,
     SharedTable,
@@ -48,6 +49,7 @@ class PartySession:
     platform: dict[str, Any] = field(default_factory=dict)  # smpc's own outputs (per input)
     last_step: tuple[str, dict[str, Any]] | None = None
     budgets: dict[str, Budget] = field(default_factory=dict)  # the manifest's DP budgets
+    states: dict[str, PlainState] = field(default_factory=dict)  # own weights (STATE_DICT)
 
     @property
     def world_size(self) -> int:
@@ -59,6 +61,10 @@ class PartySession:
 
     def table(self, input_name: str) -> PlainTable | None:
         return self.tables.get(input_name)
+
+    def state(self, input_name: str) -> PlainState | None:
+        own = self.states.get(input_name)
+        return own if own is not None and own.state else None
 
     def provides(self, input_name: str) -> list[str]:
         return list(self.providers.get(input_name, []))
