@@ -56,7 +56,9 @@ def test_queries_on_a_model_shared_once_survive_a_dead_owner(tmp_path: Path) -> 
     edit(base / "consortium.toml", ('name = "inference"\nversion = "1"',
                                     f'name = "stalling-inference"\nfile = "{STALLING}"'))
     on_free_ports(base / "consortium.toml")
-    certs.generate("inference", ["hospital-a", "clinic-d", "dealer"], base / "certs")
+    # clinic-x holds a certificate of the consortium's CA but is not in the consortium
+    certs.generate("inference", ["hospital-a", "clinic-d", "clinic-x", "dealer"],
+                   base / "certs")
     edit(base / "policies" / "hospital-a.toml", ('protocols = ["inference"]',
                                                  'protocols = ["stalling-inference"]'))
     want = twin(base / "consortium.toml")["predictions"][1]["class"]
@@ -113,5 +115,15 @@ def test_queries_on_a_model_shared_once_survive_a_dead_owner(tmp_path: Path) -> 
                             tmp_path, 60)
         assert stranger.returncode == 2
         assert "no party named 'clinic-x' (parties: hospital-a, clinic-d)" in stranger.stderr
+        # with a consortium file of its own that lists it, the serving owner refuses it
+        own = edit(base / "consortium.toml", ('[dealer]', '[[parties]]\nname = "clinic-x"\n'
+                                              'address = "127.0.0.1:9"\n\n[dealer]'),
+                   ('to = ["clinic-d"]', 'to = ["clinic-d", "clinic-x"]'),
+                   to=base / "stranger.toml")
+        stranger = run_smpc(["predict", "--consortium", str(own), "--as", "clinic-x",
+                             "--input", str(base / "data" / "clinic-d.csv"), *LINK],
+                            tmp_path, 90)
+        assert stranger.returncode == 2, stranger.stderr
+        assert "party 'clinic-x' is not a peer of 'hospital-a'" in stranger.stderr
     finally:
         _stop(procs)
