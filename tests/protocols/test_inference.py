@@ -187,8 +187,8 @@ def test_weights_that_do_not_match_the_class_are_refused_before_anything_starts(
 
 def test_a_model_whose_input_width_differs_from_the_table_is_refused(tmp_path: Path) -> None:
     """The table loses a column (29 encoded columns, the model reads 30): the model owner's
-    serving node stops at once, naming both; a one-shot run stops the same way on every
-    party at the start of its run, before any row is shared."""
+    serving node stops at once, naming both (in a one-shot run the same check, `build`,
+    stops every party at the start of its run, before any row is shared)."""
     base = copy_inference(tmp_path)
     edit(base / "consortium.toml", ('  "mean_radius",\n', ""),
          ("mean_radius = [6.282, 30.922]\n", ""))
