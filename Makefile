@@ -47,6 +47,7 @@ protos: setup
 bench: setup
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/psi.py
+	$(BIN)/python benchmarks/inference.py
 
 clean:
 	rm -rf $(VENV)

@@ -169,12 +169,14 @@ def engine_table(args: argparse.Namespace) -> None:
     from benchmarks.workloads import (
         DEFAULT_EPOCH,
         EXACT_EPOCH,
+        INFERENCE_WORKLOADS,
         NN_WORKLOADS,
         STANDARD_EPOCH,
         WORKLOADS,
     )
 
-    names = [n for n in WORKLOADS if not (args.quick and "epoch" in n) and n not in NN_WORKLOADS]
+    names = [n for n in WORKLOADS if not (args.quick and "epoch" in n)
+             and n not in NN_WORKLOADS and n not in INFERENCE_WORKLOADS]
     rows = []
     for name in names:
         repeats = args.epoch_repeats if "epoch" in name else args.repeats

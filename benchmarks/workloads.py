@@ -256,6 +256,54 @@ def digits_forward(crypten: ModuleType, model: str = "MLP", rows: int = 64,
     return {"max_error": float((out - expected).abs().max())}
 
 
+# ---------------------------------------------------------------- private inference
+
+_SERVED: dict[str, Any] = {}  # model name -> the model shared once (per process and session)
+
+
+@functools.cache
+def _inference_model(name: str) -> tuple[torch.nn.Module, int]:
+    """The benchmark's models with weights from the public seed: logistic regression on 30
+    columns (the hospitals example's width), the digits MLP and CNN (64 columns)."""
+    if name == "LR":
+        with torch.random.fork_rng():
+            torch.manual_seed(SEED)
+            return torch.nn.Linear(30, 1).eval(), 30
+    return _digits_model(name).eval(), 64
+
+
+@functools.cache
+def _inference_rows(name: str, rows: int) -> torch.Tensor:
+    if name == "LR":
+        return _logreg_data(max(rows, 100), 30)[0][:rows]
+    return _digits()[2][:rows]
+
+
+def inference(crypten: ModuleType, model: str = "MLP", rows: int = 1,
+              open_: Opener = plain_text) -> dict[str, Any]:
+    """One private-inference query: the model (party 0's, shared once per process and
+    reused, as `smpc serve` keeps it) scores `rows` rows that party 1 shares; each row's
+    class (logit > 0 for LR, the argmax otherwise) is opened. Timed: sharing the rows, the
+    forward pass, the class and the opening."""
+    from protocols.inference.prediction import _predicted
+
+    torch_model, width = _inference_model(model)
+    key = f"{model}:{id(crypten.communicator.get())}"
+    if key not in _SERVED:
+        secure = crypten.nn.from_pytorch(torch_model, torch.empty(1, width))
+        _SERVED[key] = secure.encrypt(src=0).eval()
+    x = _inference_rows(model, rows)
+    world_size = crypten.communicator.get().get_world_size()
+    with crypten.no_grad():
+        z = _SERVED[key](crypten.cryptensor(x, src=1 % world_size))
+        onehot = _predicted(z)
+        predicted = open_(onehot.mul(torch.arange(onehot.size(1))).sum(1))
+    with torch.no_grad():
+        out = torch_model(x)
+    expected = (out.reshape(-1) > 0).long() if out.shape[1] == 1 else out.argmax(1)
+    return {"agree": float((predicted.round().long() == expected).float().mean())}
+
+
 Workload = Callable[..., dict[str, Any]]
 
 STANDARD_EPOCH = "logreg epoch 10k x 20, batch 128"
@@ -283,7 +331,14 @@ WORKLOADS: dict[str, Workload] = {
 }
 """Benchmark rows: name -> callable taking the initialized crypten module."""
 
+for _model in ("LR", "MLP", "CNN"):
+    for _rows in (1, 100):
+        WORKLOADS[f"inference {_model}, {_rows} row{'s' if _rows > 1 else ''}"] = \
+            functools.partial(inference, model=_model, rows=_rows)
+
 NN_WORKLOADS: tuple[str, ...] = tuple(n for n in WORKLOADS if n.startswith("digits"))
+INFERENCE_WORKLOADS: tuple[str, ...] = tuple(n for n in WORKLOADS if n.startswith("inference"))
+"""One private-inference query per model and row count (benchmarks/inference.py)."""
 """The neural-network rows (their own table: smpc against CrypTen-gloo-TTP)."""
 
 EXPENSIVE: frozenset[str] = frozenset({STANDARD_EPOCH, DEFAULT_EPOCH, EXACT_EPOCH,

@@ -152,9 +152,16 @@ class Params(Mapping[str, Any]):
         return f"Params({self._values!r})"
 
 
+TABLE = "table"  # Input.kind: rows of a consortium table, from a CSV file
+STATE_DICT = "state_dict"  # Input.kind: a party's own model weights, a PyTorch state_dict file
+
+
 @dataclass(frozen=True)
 class Input:
-    """A table each party of a role provides (its rows stay private; their count is public)."""
+    """A table each party of a role provides (its rows stay private; their count is public),
+    or (`kind` STATE_DICT) a party's own trained weights: a state_dict file its policy names,
+    read with torch.load(weights_only=True) and checked by `check` before connecting. A
+    state-dict input maps to no table."""
 
     name: str
     help: str = ""
@@ -162,6 +169,10 @@ class Input:
     labelled: bool = True  # the table's schema must declare a label column
     role: str = EVERY_PARTY  # which parties provide it
     classes: int | None = None  # the number of label classes the protocol needs, if fixed
+    kind: str = TABLE
+    # STATE_DICT: check(state, params) -> what is wrong with a party's own weights, or None;
+    # the answer stays in that party's log (the peers hear only that its data failed)
+    check: Callable[[dict[str, torch.Tensor], Params], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +214,26 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Serving:
+    """How a protocol serves repeated queries (`smpc serve`, `smpc predict`): the serving
+    party's model is loaded and secret-shared once, then every query is a short session
+    with one data owner on that shared model.
+
+    `build(params, width, state)` is the plaintext model: the consortium's class with the
+    weights `state` (None: the class's public initial weights, for the parties that only
+    need the shapes), fitted to a table of `width` encoded columns (ProtocolError when it
+    does not fit). `query(session, model)` runs one query on `model`, a crypten.nn graph of
+    that model whose parameters are already shares, and returns the outputs this party
+    learned and the number of rows scored.
+    """
+
+    model: str  # the STATE_DICT input the serving party provides
+    rows: str  # the table each query brings
+    build: Callable[[Params, int, dict[str, torch.Tensor] | None], torch.nn.Module]
+    query: Callable[[Session, Any], tuple[dict[str, Any], int]]
+
+
+@dataclass(frozen=True)
 class Protocol:
     """Everything smpc needs to know to agree on, run, compare and export a protocol."""
 
@@ -214,7 +245,8 @@ class Protocol:
     inputs: tuple[Input, ...] = ()
     outputs: tuple[Output, ...] = ()
     # plaintext(inputs, params, seed, alone): the same computation in the clear on
-    # {input name: [PlainTable of each party, rank order]}; `alone`: a rank, or None
+    # {input name: [PlainTable (PlainState for a STATE_DICT input) of each party, rank
+    # order]}; `alone`: a rank, or None
     # for everyone's rows; returns {output name: value}, or None when that party
     # cannot compute it alone (e.g. it holds no labels of a vertical table)
     plaintext: Callable[[dict[str, list[PlainTable]], Params, bytes, int | None],
@@ -228,6 +260,7 @@ class Protocol:
     # sources(params): the files the parameters bring in (e.g. a model's source file), by a
     # name that is the same on every party; the manifest's code hash covers them
     sources: Callable[[Params], dict[str, Path]] | None = None
+    serving: Serving | None = None  # repeated queries on a model shared once (smpc serve)
 
     def parameters(self, raw: Mapping[str, Any], folder: Path | None = None) -> Params:
         """Check `raw` against the declared parameters; ParameterError names the first problem.
@@ -310,6 +343,19 @@ class PlainTable:
         return int(self.features.shape[0])
 
 
+@dataclass(frozen=True)
+class PlainState:
+    """One party's own model weights (a STATE_DICT input): parameter and buffer name ->
+    tensor, as its file holds them; empty for a party that provides none."""
+
+    state: dict[str, torch.Tensor]
+    layout: str = ROWS  # (a state holds no rows: it is never pooled)
+
+    @property
+    def rows(self) -> int:
+        return 0
+
+
 @dataclass
 class SharedTable:
     """Rows pooled from every party, secret-shared (CrypTen tensors).
@@ -354,6 +400,9 @@ class Session(TypingProtocol):
     def table(self, input_name: str) -> PlainTable | None:
         """This party's own rows of `input_name` (zero rows when it provides none; None when
         the consortium does not use the input)."""
+
+    def state(self, input_name: str) -> PlainState | None:
+        """This party's own weights of a STATE_DICT input (None when it provides none)."""
 
     def provides(self, input_name: str) -> list[str]:
         """The parties that provide `input_name` (by role), in rank order."""

@@ -33,6 +33,7 @@ BUILTIN: dict[str, str] = {
     "federated-averaging": "protocols.federated.averaging:PROTOCOL",
     "dp-neural-network": "protocols.neural.dp_network:PROTOCOL",
     "synthetic-data": "protocols.synthetic.mst:PROTOCOL",
+    "inference": "protocols.inference.prediction:PROTOCOL",
     "selftest": "protocols.diagnostics.selftest:PROTOCOL",
 }
 

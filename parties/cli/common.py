@@ -68,14 +68,15 @@ def json_progress(step: str, fields: dict[str, Any]) -> None:
 
 
 def describe(value: Any) -> str:
-    """A revealed value in one readable line (numbers to 4 places; nothing cut off)."""
+    """A revealed value in one readable line (numbers to 4 places; a list of more than 12
+    items as its length: per-row outputs go to files and --json)."""
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, dict):
         return ", ".join(f"{k} {describe(v)}" for k, v in value.items())
+    if isinstance(value, list) and len(value) > 12:
+        return f"{len(value)} values"
     if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
-        if len(value) > 12:
-            return f"{len(value)} values"
         return "[" + ", ".join(describe(float(v)) for v in value) + "]"
     return json.dumps(value, default=str)
 

@@ -5,6 +5,8 @@
     smpc local --parties 3 PROTOCOL           a protocol that takes no data, N local parties
     smpc party --consortium C --as NAME --policy P    one organization's party
     smpc dealer --consortium C                the dealer
+    smpc serve --consortium C --as OWNER --policy P   keep a model shared, answer queries
+    smpc predict --consortium C --as NAME --input rows.csv --out predictions.csv
     smpc check --consortium C --as NAME --policy P    settings and data checked, no connection
     smpc manifest C | smpc protocols | smpc certs C
     smpc tradeoff C [--quick] [--json F] [--plot F.png]   accuracy against privacy (local)
@@ -22,7 +24,7 @@ import os
 import sys
 import traceback
 
-from parties.cli import common, local, offline, party, tradeoff
+from parties.cli import common, local, offline, party, serve, tradeoff
 from parties.engine import heap
 
 
@@ -40,10 +42,11 @@ def parser() -> argparse.ArgumentParser:
                "  smpc dealer --consortium consortium.toml")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="command", required=True,
-                            metavar="{selftest,local,party,dealer,check,manifest,protocols,certs,"
-                                    "tradeoff}")
+                            metavar="{selftest,local,party,dealer,serve,predict,check,manifest,"
+                                    "protocols,certs,tradeoff}")
     local.add(sub)
     party.add(sub)
+    serve.add(sub)
     offline.add(sub)
     tradeoff.add(sub)
     return ap

@@ -57,6 +57,11 @@ def cmd_check(args: argparse.Namespace) -> int:
               + (", with identifiers" if table.identifiers is not None else ""))
         if table.ignored_columns:
             print(f"    ignoring columns not in the schema: {', '.join(table.ignored_columns)}")
+    for input_name, own in prepared.states.items():
+        if own.state:
+            values = sum(t.numel() for t in own.state.values())
+            print(f"  input {input_name}: {prepared.policy.data[input_name]}: "
+                  f"{len(own.state)} tensors, {values} values, fit the class")
     print(f"manifest digest {prepared.digest}")
     if prepared.data_error is not None:
         print(f"error: {prepared.data_error}")

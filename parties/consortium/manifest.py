@@ -24,7 +24,14 @@ from typing import Any
 
 from parties.consortium.config import ConfigError, Consortium, Policy
 from protocols import registry
-from protocols.api import DP_REQUIRED, INTERSECTION_SIZE, ParameterError, Params, Protocol
+from protocols.api import (
+    DP_REQUIRED,
+    INTERSECTION_SIZE,
+    STATE_DICT,
+    ParameterError,
+    Params,
+    Protocol,
+)
 
 MANIFEST_VERSION = 2
 # smpc's own code that computes or decides what is computed (the CLI is left out), as
@@ -66,10 +73,15 @@ def check_parameters(consortium: Consortium, protocol: Protocol) -> Params:
 
 
 def resolve_inputs(consortium: Consortium, protocol: Protocol) -> dict[str, str]:
-    """Protocol input -> table name: [protocol.inputs], or the only table for every input."""
-    declared = {i.name: i for i in protocol.inputs}
+    """Protocol input -> table name: [protocol.inputs], or the only table for every input
+    (a STATE_DICT input, a party's own weights, maps to no table)."""
+    declared = {i.name: i for i in protocol.inputs if i.kind != STATE_DICT}
     mapping = dict(consortium.inputs)
     for name in mapping:
+        if name in {i.name for i in protocol.inputs if i.kind == STATE_DICT}:
+            raise ConfigError(f"{consortium.where('protocol', 'inputs', name)}: "
+                              f"{protocol.name}'s input '{name}' is a party's own weights "
+                              "(a state_dict file its policy names), not a table")
         if name not in declared:
             raise ConfigError(f"{consortium.where('protocol', 'inputs', name)}: {protocol.name} "
                               f"has no input '{name}' (its inputs: "
@@ -102,6 +114,12 @@ def resolve_inputs(consortium: Consortium, protocol: Protocol) -> dict[str, str]
                               f"'{spec.role}' ({', '.join(providers(consortium, spec.role))}), "
                               f"but the vertical table '{table.name}' is held by "
                               f"{', '.join(sorted(holders))}")
+    for spec in protocol.inputs:
+        if spec.kind == STATE_DICT and spec.required and not providers(consortium, spec.role):
+            raise ConfigError(f"{consortium.where('parties')}: {protocol.name}'s input "
+                              f"'{spec.name}' ({spec.help}) comes from the party with the role "
+                              f"'{spec.role}', and no party has it (give one roles = "
+                              f"[\"{spec.role}\"])")
     return mapping
 
 

@@ -102,7 +102,9 @@ def run_local(consortium_path: str | Path, policies: dict[str, str] | None = Non
                                             tls=False)
         if prepared.data_error is not None:
             raise party_node.LocalDataError(prepared.data_error)
-        mine = party_node.plain_tables(consortium, prepared.inputs, prepared.loaded, name)
+        mine: dict[str, Any] = {
+            **party_node.plain_tables(consortium, prepared.inputs, prepared.loaded, name),
+            **prepared.states}
         for input_name, table in mine.items():
             tables.setdefault(input_name, []).append(table)
         assert all(len(v) == rank + 1 for v in tables.values())

@@ -34,7 +34,16 @@ from parties.consortium.data import DataError, LoadedTable, load_table
 from parties.node import runtime
 from parties.node.checkpoint import Checkpoints
 from parties.wire.transport import LinkOptions, TlsIdentity
-from protocols.api import COLUMNS, Budget, ExportContext, Params, PlainTable, Protocol
+from protocols.api import (
+    COLUMNS,
+    STATE_DICT,
+    Budget,
+    ExportContext,
+    Params,
+    PlainState,
+    PlainTable,
+    Protocol,
+)
 
 DATA_REFUSED = "its data failed its local validation"
 
@@ -59,6 +68,7 @@ class Prepared:
     inputs: dict[str, str]  # protocol input -> table
     objection: str | None = None
     loaded: dict[str, LoadedTable | None] = field(default_factory=dict)
+    states: dict[str, PlainState] = field(default_factory=dict)  # STATE_DICT inputs (own)
     data_error: str | None = None
     tls: TlsIdentity | None = None
     policy: Policy | None = None
@@ -146,8 +156,13 @@ def prepare_node(consortium_path: str | Path, name: str) -> Prepared:
 def prepare_party(consortium_path: str | Path, name: str, policy_path: str | Path,
                   insecure: bool = False, tls: bool = True) -> Prepared:
     """Everything a party does before it connects: settings, manifest, policy, its own data."""
+    return prepare_with(consortium_path, name, load_policy(policy_path), insecure, tls)
+
+
+def prepare_with(consortium_path: str | Path, name: str, policy: Policy, insecure: bool = False,
+                 tls: bool = True) -> Prepared:
+    """prepare_party with a policy already read (or made: `smpc predict --input`)."""
     prepared = prepare_node(consortium_path, name)
-    policy = load_policy(policy_path)
     prepared.policy = policy
     prepared.objection = manifest.policy_objection(prepared.manifest, policy, name)
     refused = manifest.budget_refusal(prepared.manifest, policy, prepared.consortium)
@@ -159,6 +174,8 @@ def prepare_party(consortium_path: str | Path, name: str, policy_path: str | Pat
     try:
         prepared.loaded = load_inputs(prepared.consortium, policy, name, prepared.protocol,
                                       prepared.inputs)
+        prepared.states = load_states(prepared.consortium, policy, name, prepared.protocol,
+                                      prepared.params)
     except (DataError, ConfigError) as exc:
         prepared.data_error = str(exc)
         prepared.objection = prepared.objection or DATA_REFUSED
@@ -169,7 +186,8 @@ def load_inputs(consortium: Consortium, policy: Policy, name: str, protocol: Pro
                 inputs: dict[str, str]) -> dict[str, LoadedTable | None]:
     """This party's files for the inputs it provides (None for inputs it does not provide)."""
     out: dict[str, LoadedTable | None] = {}
-    unknown = sorted(set(policy.data) - set(inputs))
+    weights = {i.name for i in protocol.inputs if i.kind == STATE_DICT}
+    unknown = sorted(set(policy.data) - set(inputs) - weights)
     if unknown:
         raise ConfigError(f"{policy.where('data', unknown[0])}: the protocol "
                           f"{protocol.name} has no input '{unknown[0]}' used by this consortium "
@@ -203,6 +221,32 @@ def load_inputs(consortium: Consortium, policy: Policy, name: str, protocol: Pro
                               "is never shared, so it cannot be one")
         foreign = {c: p for c, p in schema.owners().items() if p != name}
         out[input_name] = load_table(path, mine, policy.max_rows, identifier, foreign)
+    return out
+
+
+def load_states(consortium: Consortium, policy: Policy, name: str, protocol: Protocol,
+                params: Params) -> dict[str, PlainState]:
+    """This party's own weights for each STATE_DICT input (an empty state for the inputs it
+    does not provide), each checked by its input's `check`; DataError names the file."""
+    from parties.consortium.weights import load_state_dict
+
+    out = {}
+    for spec in protocol.inputs:
+        if spec.kind != STATE_DICT:
+            continue
+        if name not in manifest.providers(consortium, spec.role):
+            out[spec.name] = PlainState({})
+            continue
+        path = policy.data.get(spec.name)
+        if path is None:
+            raise ConfigError(f"{policy.where('data')}: this party has the role '{spec.role}': "
+                              f"name its file for input '{spec.name}' ({spec.help}) under "
+                              "[data]")
+        state = load_state_dict(path)
+        problem = spec.check(state, params) if spec.check is not None else None
+        if problem:
+            raise DataError(f"{path}: {problem}")
+        out[spec.name] = PlainState(state)
     return out
 
 
@@ -270,12 +314,13 @@ def run_party(prepared: Prepared, listen: str | None, options: LinkOptions, cont
         protocol=prepared.protocol, params=prepared.params,
         tables=plain_tables(consortium, prepared.inputs, prepared.loaded, name),
         providers={i: manifest.providers(consortium, prepared.protocol.input(i).role)
-                   for i in prepared.inputs},
+                   for i in [*prepared.inputs, *prepared.states]},
         reveal_to={r.name: list(r.to) for r in consortium.reveal},
         checkpoints=Checkpoints(folder, prepared.digest, resume),
         budgets={name: Budget(b["epsilon"], b["delta"])
                  for name, b in prepared.manifest.get("budget", {}).items()},
-        min_group_size=prepared.manifest.get("min_group_size", 1))
+        min_group_size=prepared.manifest.get("min_group_size", 1),
+        states=dict(prepared.states))
     run = runtime.run_party(spec, mesh, job, on_progress)
     outcome = Outcome(name, prepared.digest, prepared.protocol.name, run.result, run.seconds,
                       run.stats, run.seed.hex(), run.resumed_from)

@@ -30,6 +30,7 @@ from protocols.api import (
     Budget,
     ParameterError,
     Params,
+    PlainState,
     PlainTable,
     Protocol,
     ProtocolError,
@@ -97,6 +98,7 @@ class PartyJob:
     checkpoints: Checkpoints | None = None
     budgets: dict[str, Budget] = field(default_factory=dict)  # the manifest's DP budgets
     min_group_size: int = 1  # the manifest's: smaller groups' statistics are suppressed
+    states: dict[str, PlainState] = field(default_factory=dict)  # own weights (STATE_DICT)
 
 
 @dataclass
@@ -204,7 +206,7 @@ def run_party(spec: NodeSpec, mesh: Mesh, job: PartyJob,
             reveal_to=job.reveal_to, tables=job.tables, providers=job.providers,
             checkpoints=job.checkpoints, restored=agreed[:2] if agreed is not None else None,
             on_progress=on_progress, budgets=dict(job.budgets),
-            min_group_size=job.min_group_size)
+            min_group_size=job.min_group_size, states=dict(job.states))
         comm.reset_communication_stats()
         tic = time.perf_counter()
         result = _profiled(lambda: job.protocol.run(session), spec.name) or {}

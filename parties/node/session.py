@@ -19,6 +19,7 @@ from protocols.api import (
     INTERSECTION_SIZE,
     Budget,
     Params,
+    PlainState,
     PlainTable,
     RevealError,
     SharedTable,
@@ -49,6 +50,7 @@ class PartySession:
     last_step: tuple[str, dict[str, Any]] | None = None
     budgets: dict[str, Budget] = field(default_factory=dict)  # the manifest's DP budgets
     min_group_size: int = 1  # the manifest's: statistics over fewer rows are suppressed
+    states: dict[str, PlainState] = field(default_factory=dict)  # own weights (STATE_DICT)
 
     @property
     def world_size(self) -> int:
@@ -60,6 +62,10 @@ class PartySession:
 
     def table(self, input_name: str) -> PlainTable | None:
         return self.tables.get(input_name)
+
+    def state(self, input_name: str) -> PlainState | None:
+        own = self.states.get(input_name)
+        return own if own is not None and own.state else None
 
     def provides(self, input_name: str) -> list[str]:
         return list(self.providers.get(input_name, []))

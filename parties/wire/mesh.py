@@ -90,6 +90,11 @@ class Mesh:
         self._stopped = threading.Event()
         threading.Thread(target=self._watchdog, daemon=True, name=f"watchdog-{me}").start()
         self.version = WIRE_VERSION
+        # serving (parties/node/serving.py): of the peers in `one_of`, the first that dials
+        # is this session's (`chosen`); the others are turned away with `busy`
+        self.one_of: frozenset[str] = frozenset()
+        self.chosen: str | None = None
+        self.busy = "is busy"
 
     # ------------------------------------------------------------ set-up
     def _dials(self, peer: str) -> bool:
@@ -116,10 +121,14 @@ class Mesh:
         return bound
 
     def connect(self, addresses: dict[str, str]) -> None:
-        """Dial the peers this node dials, wait for the others; all within connect_timeout."""
+        """Dial the peers this node dials, wait for the others; all within connect_timeout.
+
+        Peers in `one_of` are neither dialed nor waited for (see :meth:`wait_chosen`)."""
         deadline = time.monotonic() + self.options.connect_timeout
         threads: dict[str, threading.Thread] = {}
         for peer, link in self.links.items():
+            if peer in self.one_of:
+                continue
             if self._dials(peer):
                 if peer not in addresses:
                     raise SettingError(f"no address for party '{peer}'")
@@ -130,6 +139,8 @@ class Mesh:
                 t.start()
                 threads[peer] = t
         for peer, link in self.links.items():
+            if peer in self.one_of:
+                continue
             remaining = max(0.0, deadline - time.monotonic())
             if not link.up.wait(remaining) and peer in threads:
                 threads[peer].join(2 * _PROBE_S + 1)  # a failed TLS dial finds out why
@@ -143,6 +154,24 @@ class Mesh:
                 raise PeerTimeout(
                     peer, f"{verb}{where} within {self.options.connect_timeout:g} s"
                 )
+
+    def wait_chosen(self, timeout: float | None = None) -> str | None:
+        """Wait until one peer of `one_of` has connected (None after `timeout`); the others
+        are then turned away and dropped from `links`. A PeerError if a connected peer's
+        link fails meanwhile."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            for peer, link in self.links.items():
+                if peer not in self.one_of and link.error is not None:
+                    raise PeerError(peer, link.error)
+            with self._lock:
+                chosen = self.chosen
+            if chosen is not None and self.links[chosen].up.wait(0.05):
+                self.links = {p: lk for p, lk in self.links.items()
+                              if p not in self.one_of or p == chosen}
+                return chosen
+            self._stopped.wait(0.05)
+        return None
 
     def _hello(self, peer: str, resume: bool = False) -> pb.Envelope:
         return pb.Envelope(
@@ -167,6 +196,8 @@ class Mesh:
             return f"{who} wanted party '{hello.receiver}' but reached '{self.me}'"
         if expect is not None and hello.sender != expect:
             return f"expected party '{expect}' but {who} answered"
+        if hello.sender in self.one_of and hello.sender not in self.links:
+            return f"'{self.me}' {self.busy}"
         if hello.sender not in self.links:
             return f"{who} is not a peer of '{self.me}'"
         if expect is None and self._dials(hello.sender):
@@ -315,6 +346,11 @@ class Mesh:
                 why = f"the link to party '{link.peer}' has ended ({link.error or 'closing'})"
             elif not hello.resume and link.up.is_set():
                 why = f"party '{link.peer}' is already connected"
+            elif not hello.resume and hello.sender in self.one_of:
+                with self._lock:
+                    self.chosen = self.chosen or hello.sender
+                    if self.chosen != hello.sender:
+                        why = f"'{self.me}' {self.busy}"
         if why is not None:
             log.error("rejected a connection: %s", why)
             if len(self.rejections) < MAX_REJECTIONS_KEPT:

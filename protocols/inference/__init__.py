@@ -1,0 +1,1 @@
+"""Private inference: one party's model scores the other parties' rows (prediction.py)."""
