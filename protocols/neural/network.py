@@ -193,9 +193,7 @@ def _restore(secure: Any, state: dict[str, Any]) -> list[Any]:
 def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
               alone: int | None) -> dict[str, Any]:
     """The same training and metrics in float64, from the same initial weights, in the same
-    row order, with the same approximations (and dropout masks)."""
-    from protocols.api import public_generator
-
+    row order, with the same approximations (and dropout masks); and the trained model."""
     tables = inputs["train"]
     classes = len(tables[0].classes)
     tests = inputs.get("test") or []
@@ -221,6 +219,20 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
         if alone is not None:
             mine = origin == alone
             x, y = x[mine], y[mine]
+    twin, losses = fit_plain(x, y, params, seed, classes)
+    with torch.no_grad():
+        scores = twin(xt)
+    return {"metrics": metrics.multiclass_metrics_plain(scores, yt, classes), "loss": losses,
+            "model": {k: v.tolist() for k, v in twin.state_dict().items()}}
+
+
+def fit_plain(x: torch.Tensor, y: torch.Tensor, params: Params, seed: bytes, classes: int
+              ) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    """The twin's training on rows (x, y class indices) in this order, from the joint initial
+    weights of `seed`: the trained float64 module in evaluation mode (scores, no final
+    softmax) and every epoch's step losses."""
+    from protocols.api import public_generator
+
     spec = models.spec(params)
     init = models.joint_seed(public_generator(seed, models.INIT_PURPOSE))
     model = models.without_final_softmax(models.build(spec, init), x.shape[1])
@@ -233,16 +245,13 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
         twin.train()
         lr = optimizers.learning_rate(params.learning_rate, params.lr_schedule, epoch,
                                       params.epochs, params.lr_step, params.lr_gamma)
-        velocity, steps = training.plain_epoch(twin, x, onehot, lr, settings, velocity)
+        velocity, steps = training.plain_epoch(twin, x.double(), onehot, lr, settings, velocity)
         bad = training.diverged(steps)
         if bad is not None:
             raise ProtocolError(f"training diverged: the loss of epoch {epoch + 1}, step "
                                 f"{bad + 1} is not finite")
         losses.append({"epoch": epoch + 1, "mean": sum(steps) / len(steps), "steps": steps})
-    twin.eval()
-    with torch.no_grad():
-        scores = twin(xt)
-    return {"metrics": metrics.multiclass_metrics_plain(scores, yt, classes), "loss": losses}
+    return twin.eval(), losses
 
 
 # ---------------------------------------------------------------- export
