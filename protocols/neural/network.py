@@ -20,7 +20,10 @@
 4. Evaluation runs the graph in evaluation mode on the parties' test rows (or
    the last `test_fraction` of the shuffled rows, held out from training);
    accuracy, per-class precision and recall, macro-F1 and the confusion
-   matrix are computed on shares (protocols/blocks/metrics.py).
+   matrix are computed on shares (protocols/blocks/metrics.py); with the
+   consortium's min_group_size k, each statistic over fewer than k test rows (a
+   class's precision, recall, F1, a confusion cell; macro-F1 if any class is
+   small) is suppressed on shares before the reveal (protocols/blocks/suppression.py).
 5. One round reveals the metrics and, if declared, the model; its recipients
    write it as a state_dict that loads into the original class (model.pt) with
    model.json.
@@ -48,7 +51,7 @@ from protocols.api import (
     ProtocolError,
     Session,
 )
-from protocols.blocks import metrics, optimizers
+from protocols.blocks import metrics, optimizers, suppression
 from protocols.blocks.sharing import join_plain, pool_plain
 from protocols.neural import model as models
 from protocols.neural import training
@@ -115,12 +118,18 @@ def run(session: Session) -> dict[str, Any]:
     secure.eval()
     with crypten.no_grad():
         scores = secure(xt)
-    outputs: dict[str, Any] = {"metrics": metrics.multiclass_metrics(scores, yt, classes)}
+    measured = metrics.multiclass_metrics(scores, yt, classes)
+    k = session.min_group_size
+    if k > 1:  # [Hundepool et al. 2012, primary cell suppression], on shares
+        measured = suppression.guard(
+            measured, suppression.multiclass_metric_groups(measured, xt.size(0)), k)
+    outputs: dict[str, Any] = {"metrics": measured}
     if session.recipients("model"):
         outputs["model"] = _named_state(secure)
     opened = session.reveal(outputs)
     result: dict[str, Any] = {
-        "metrics": None if opened["metrics"] is None else metrics.as_plain(opened["metrics"])}
+        "metrics": None if opened["metrics"] is None else suppression.unguard(opened["metrics"])
+        if k > 1 else metrics.as_plain(opened["metrics"])}
     if "model" in opened:
         result["model"] = None if opened["model"] is None else {
             k: v.tolist() for k, v in opened["model"].items()}
