@@ -26,6 +26,7 @@ import json
 import math
 import numbers
 import platform
+import shutil
 import tempfile
 import time
 import tomllib
@@ -43,7 +44,6 @@ from parties.node import party as party_node
 from protocols import registry
 from protocols.api import Budget, Params, PlainTable, Protocol, ProtocolError
 from protocols.federated import averaging
-from protocols.horizontal import dp_logistic_regression
 from protocols.report import extracts, workloads
 from protocols.synthetic import mst
 
@@ -217,9 +217,14 @@ def _row(study: Study, technique: str, label: str, how: str, model: Any, seconds
     xt, yt = study.non_members
     measured = study.workload.evaluate(model, xt, yt)
     leak = study.workload.leak(model, members or study.members, (xt, yt))
-    return Row(technique, label, how, accuracy=measured["accuracy"], auc=measured["auc"],
+    return Row(technique, label, how, accuracy=measured["accuracy"], auc=measured.get("auc"),
                f1=measured["f1"], advantage=leak["advantage"], seconds=seconds,
                details={"membership": leak, **fields.pop("details", {})}, **fields)
+
+
+def _model(study: Study, revealed: Any) -> Any:
+    """The workload's model of a revealed (or twin's) model output."""
+    return study.workload.weights_of(revealed, study.params, study.train[0].features.shape[1])
 
 
 def _alone(study: Study, settings: Settings, value: Any, scratch: Path) -> list[Row]:
@@ -231,7 +236,7 @@ def _alone(study: Study, settings: Settings, value: Any, scratch: Path) -> list[
             study.protocol.plaintext else None
         if result is None:
             continue
-        model = study.workload.weights_of(result["weights"])
+        model = _model(study, result[study.workload.output])
         own = (study.train[rank].features.double(), study.train[rank].labels.double())
         rows.append(_row(study, "alone", f"{name} alone", PLAIN, model,
                          time.perf_counter() - tic, own, party=name, bytes=0))
@@ -243,7 +248,7 @@ def _pooled(study: Study, settings: Settings, value: Any, scratch: Path) -> list
     assert study.protocol.plaintext is not None
     result = study.protocol.plaintext({"train": study.train, "test": study.test}, study.params,
                                       study.seed, None)
-    model = study.workload.weights_of(result["weights"])
+    model = _model(study, result[study.workload.output])
     return [_row(study, "pooled", "pooled plaintext (no privacy)", PLAIN, model,
                  time.perf_counter() - tic, bytes=extracts.extract_bytes(study.members[0]))]
 
@@ -255,36 +260,35 @@ def _mpc(study: Study, settings: Settings, value: Any, scratch: Path) -> list[Ro
         assert study.protocol.plaintext is not None
         result = study.protocol.plaintext({"train": study.train, "test": study.test},
                                           study.params, SEED, None)
-        return [_row(study, "mpc", label, TWIN, study.workload.weights_of(result["weights"]),
+        return [_row(study, "mpc", label, TWIN, _model(study, result[study.workload.output]),
                      time.perf_counter() - tic)]
+    output = study.workload.output
     out = _real_run(study, settings, scratch / "mpc", study.protocol.name, dict(study.params),
-                    [("metrics", "all", None), ("weights", "first", None)])
+                    [("metrics", "all", None), (output, "first", None)])
     study.seed = bytes.fromhex(out["seed"])
-    return [_row(study, "mpc", label, REAL, study.workload.weights_of(out["weights"]),
+    return [_row(study, "mpc", label, REAL, _model(study, out[output]),
                  out["seconds"], bytes=out["bytes"], details={"wall": out["wall"]})]
 
 
 def _mpc_dp(study: Study, settings: Settings, epsilon: float, scratch: Path) -> list[Row]:
     w = study.workload
     label = f"MPC + DP-SGD ({w.dp_protocol})"
-    if w.dp_protocol is None or w.dp_parameters is None:
+    if w.dp_protocol is None or w.dp_parameters is None or w.dp_simulate is None:
         return [Row("mpc-dp", label, "not available for this model", epsilon=epsilon)]
     raw = w.dp_parameters(study.params, study.train[0].features.shape[1])
     budget = Budget(epsilon, study.delta)
     if not settings.real:
-        dp_params = registry.load(w.dp_protocol).parameters(raw)
+        dp_params = registry.load(w.dp_protocol).parameters(raw, study.params.folder)
         tic = time.perf_counter()
-        result = dp_logistic_regression.simulate({"train": study.train, "test": study.test},
-                                                 dp_params, SEED + str(epsilon).encode(),
-                                                 budget)
-        weights = result["weights"]
-        return [_row(study, "mpc-dp", label, TWIN, w.weights_of(weights),
+        weights = w.dp_simulate({"train": study.train, "test": study.test}, dp_params,
+                                SEED + str(epsilon).encode(), budget)
+        return [_row(study, "mpc-dp", label, TWIN, _model(study, weights),
                      time.perf_counter() - tic, epsilon=weights["privacy"]["epsilon"],
                      details={"privacy": weights["privacy"]})]
     out = _real_run(study, settings, scratch / f"mpc-dp-{epsilon:g}", w.dp_protocol, raw,
-                    [("metrics", "all", None), ("weights", "first", budget)])
-    privacy = out["weights"]["privacy"]
-    return [_row(study, "mpc-dp", label, REAL, w.weights_of(out["weights"]), out["seconds"],
+                    [("metrics", "all", None), (w.dp_output, "first", budget)])
+    privacy = out[w.dp_output]["privacy"]
+    return [_row(study, "mpc-dp", label, REAL, _model(study, out[w.dp_output]), out["seconds"],
                  epsilon=privacy["epsilon"], bytes=out["bytes"],
                  details={"privacy": privacy, "wall": out["wall"]})]
 
@@ -300,21 +304,21 @@ def _federated(study: Study, settings: Settings, epsilon: float | None, scratch:
                                  epsilon is not None)
     budget = None if epsilon is None else Budget(epsilon, study.delta)
     if not settings.real:
-        fed_params = averaging.PROTOCOL.parameters(raw)
+        fed_params = averaging.PROTOCOL.parameters(raw, study.params.folder)
         tables = {"train": study.train, "test": study.test}
         tic = time.perf_counter()
         result = averaging.plaintext(tables, fed_params, SEED, None) if budget is None else \
             averaging.simulate(tables, fed_params, SEED + str(epsilon).encode(), budget)
         weights = result["weights"]
         privacy = weights.get("privacy")
-        return [_row(study, key, label, TWIN, w.weights_of(weights), time.perf_counter() - tic,
+        return [_row(study, key, label, TWIN, _model(study, weights), time.perf_counter() - tic,
                      epsilon=privacy["epsilon"] if privacy else None,
                      details={"privacy": privacy} if privacy else {})]
     folder = scratch / (key if epsilon is None else f"{key}-{epsilon:g}")
     out = _real_run(study, settings, folder, averaging.PROTOCOL.name, raw,
                     [("metrics", "all", None), ("weights", "all", budget)])
     privacy = out["weights"].get("privacy")
-    return [_row(study, key, label, REAL, w.weights_of(out["weights"]), out["seconds"],
+    return [_row(study, key, label, REAL, _model(study, out["weights"]), out["seconds"],
                  epsilon=privacy["epsilon"] if privacy else None, bytes=out["bytes"],
                  details={"privacy": privacy, "wall": out["wall"]})]
 
@@ -472,6 +476,7 @@ def _scratch_consortium(study: Study, folder: Path, protocol: str, parameters: d
     (folder / "policies").mkdir(parents=True, exist_ok=True)
     path = folder / "consortium.toml"
     path.write_text(to_toml(doc))
+    _copy_sources(study, folder)
     from parties.consortium.config import load_policy
 
     for p in parties:
@@ -484,6 +489,19 @@ def _scratch_consortium(study: Study, folder: Path, protocol: str, parameters: d
             body["identifiers"] = dict(policy.identifiers)
         (folder / "policies" / f"{p}.toml").write_text(to_toml(body))
     return path
+
+
+def _copy_sources(study: Study, folder: Path) -> None:
+    """The files beside the consortium that its parameters name (a model class's file), at
+    the same place beside the scratch consortium (the scratch runs' parameters name them)."""
+    home = study.consortium.path.parent.resolve()
+    named = study.protocol.sources(study.params) if study.protocol.sources else {}
+    for source in named.values():
+        source = Path(source).resolve()
+        if source.is_relative_to(home):
+            target = folder / source.relative_to(home)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
 
 def to_toml(doc: dict[str, Any]) -> str:

@@ -29,17 +29,38 @@ SHOWN = "shown"  # the key of the verdicts in a guarded output
 VALUES = "values"
 
 
+class Every:
+    """A vector of row counts a single (scalar) statistic depends on as a whole: its verdict
+    is 1 only when every count is >= k (e.g. macro-F1 over every class's counts)."""
+
+    def __init__(self, counts: Any) -> None:
+        self.counts = counts
+
+
 def verdict(counts: list[Any], k: int) -> Any:
     """1 where every count is >= k, else 0: shares when a count is secret (the public ones
     decided in the clear and multiplied in), else a number."""
     public = float(all(c >= k for c in counts if isinstance(c, int | float)))
-    secret = [c.ge(k) for c in counts if not isinstance(c, int | float)]  # on shares
+    secret = [_all(c.counts.ge(k)) if isinstance(c, Every) else c.ge(k)
+              for c in counts if not isinstance(c, int | float)]  # on shares
     if not secret:
         return public
     bit = secret[0]
     for other in secret[1:]:
         bit = bit * other
     return bit * public
+
+
+def _all(bits: Any) -> Any:
+    """The product of a vector of secret bits (a tree of multiplications on shares)."""
+    import crypten
+
+    bits = bits.reshape(-1)
+    while bits.size(0) > 1:
+        half = bits.size(0) // 2
+        product = bits[:half] * bits[half:2 * half]
+        bits = product if bits.size(0) % 2 == 0 else crypten.cat([product, bits[2 * half:]])
+    return bits[0]
 
 
 def guard(values: dict[str, Any], groups: dict[str, list[Any]], k: int) -> dict[str, Any]:
@@ -94,3 +115,17 @@ def binary_metric_groups(measured: dict[str, Any], rows: int) -> dict[str, list[
     return {"accuracy": [rows], "precision": [rows, predicted], "recall": [rows, positives],
             "f1": [rows, predicted, positives], "auc": [rows, positives, negatives],
             "confusion_matrix": [c]}
+
+
+def multiclass_metric_groups(measured: dict[str, Any], rows: int) -> dict[str, list[Any]]:
+    """The row counts behind each of protocols/blocks/metrics.py's multi-class metrics, from
+    its K x K confusion matrix (rows: true class, columns: predicted; shares) and the public
+    number of test rows: accuracy over every row; each class's precision over the rows
+    predicted as it, its recall over its rows, its F1 over both; macro-F1 over every class's
+    (it would give away a suppressed class's F1 otherwise); each confusion cell over its own
+    rows."""
+    c = measured["confusion_matrix"]
+    predicted, actual = c.sum(0), c.sum(1)
+    return {"accuracy": [rows], "precision": [rows, predicted], "recall": [rows, actual],
+            "f1": [rows, predicted, actual],
+            "macro_f1": [rows, Every(predicted), Every(actual)], "confusion_matrix": [c]}

@@ -237,35 +237,42 @@ def simulate(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
     R-fold Gaussian composition calibrated as one Gaussian of multiplier z / sqrt(R), the
     analytic Gaussian mechanism, instead of dp-accounting's slower search: the same z within
     0.1 %), times sqrt(n / (n - noise_coalition)) for every party's contribution, drawn from
-    a torch generator of `seed` -- a simulation, never a release. Logistic regression only
-    (a network's update bound is the clipping norm: not simulated yet)."""
-    if params.model not in MODELS:
-        raise ProtocolError(f"simulated federated DP covers {', '.join(MODELS)} only, not "
-                            f"{params.model}")
-    model = MODELS[params.model]
+    a torch generator of `seed` -- a simulation, never a release. A network's updates are
+    clipped to `clipping_norm` S first and the sensitivity is 2 S (local_network.py)."""
     trains = inputs["train"]
     counts = [t.rows for t in trains]
-    bound = row_bound(trains[0].features.shape[1], params.max_grad_norm)
-    sensitivity = model.sensitivity(bound, params.local_epochs, params.batch_size,
-                                    params.learning_rate)
-    if sensitivity is None or params.learning_rate > model.largest_step(bound):
-        raise ProtocolError(f"model '{model.name}' at learning_rate {params.learning_rate:g} "
-                            "has no DP sensitivity bound")
+    bound, clip = None, None
+    if params.model in MODELS:
+        model = MODELS[params.model]
+        bound = row_bound(trains[0].features.shape[1], params.max_grad_norm)
+        sensitivity = model.sensitivity(bound, params.local_epochs, params.batch_size,
+                                        params.learning_rate)
+        if sensitivity is None or params.learning_rate > model.largest_step(bound):
+            raise ProtocolError(f"model '{model.name}' at learning_rate "
+                                f"{params.learning_rate:g} has no DP sensitivity bound")
+        clipping: dict[str, Any] = {"max_grad_norm": bound.clip}
+    else:
+        if params.clipping_norm <= 0:
+            raise ProtocolError(f"model {params.model} has no bound on one row's influence: "
+                                "simulated DP needs clipping_norm > 0")
+        clip = params.clipping_norm
+        sensitivity, clipping = 2 * clip, {"clipping_norm": clip}
     sensitivity *= max(counts) / sum(counts)
     z = accounting.gaussian_sigma(budget.epsilon, budget.delta) * params.rounds ** 0.5
     spread = (len(trains) / (len(trains) - params.noise_coalition)) ** 0.5
     out = _plaintext(inputs, params, seed, None, bound,
-                     (z * sensitivity * spread, public_generator(seed, "federated:noise")))
+                     (z * sensitivity * spread, public_generator(seed, "federated:noise")), clip)
     out["weights"]["privacy"] = accounting.report(
         accounting.gaussian_event(z, params.rounds), budget.delta, MECHANISM + ", simulated",
         accounting.REPLACE_ONE, noise_multiplier=z, sensitivity=sensitivity,
-        rounds=params.rounds)
+        rounds=params.rounds, **clipping)
     return out
 
 
 def _plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
                alone: int | None, bound: RowBound | None = None,
-               noise: tuple[float, torch.Generator] | None = None) -> dict[str, Any]:
+               noise: tuple[float, torch.Generator] | None = None,
+               clip: float | None = None) -> dict[str, Any]:
     model = local_model(params)
     trains = inputs["train"]
     ranks = range(len(trains)) if alone is None else [alone]
@@ -279,7 +286,8 @@ def _plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
             local = model.train(flat, t.features, t.labels, params.local_epochs,
                                 params.batch_size, params.learning_rate,
                                 _local_order(seed, i, r), bound)
-            total += (local - flat) * (t.rows / rows)
+            change = local - flat if clip is None else clipped(local - flat, clip)
+            total += change * (t.rows / rows)
         if noise is not None:
             total += torch.randn(total.shape, generator=noise[1], dtype=total.dtype) * noise[0]
         flat = flat + total

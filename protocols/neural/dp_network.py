@@ -49,6 +49,7 @@ from torch import nn
 from protocols.api import (
     DP_OPTIONAL,
     DP_REQUIRED,
+    Budget,
     ExportContext,
     Input,
     Output,
@@ -235,8 +236,36 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
         return _plaintext(inputs, params, seed, alone)
 
 
+def simulate(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
+             budget: Budget) -> dict[str, Any]:
+    """The plaintext twin WITH the secure run's noise, for planning (`smpc tradeoff`): sigma
+    calibrated as `run` does for the budget and the pooled training rows, Gaussian noise of
+    std sigma C sqrt(n / (n - noise_coalition)) (every party's contribution) on each step's
+    clipped sum, drawn from a torch generator of `seed` -- not secret: a simulation, never a
+    release."""
+    trains = inputs["train"]
+    tests = inputs.get("test") or [None] * len(trains)
+    hold_out = sum(t.rows for t in tests if t is not None) == 0
+    rows = sum(_split(t, u, hold_out, params.test_fraction)[0][0].shape[0]
+               for t, u in zip(trains, tests, strict=True))
+    q = min(1.0, params.batch_size / rows)
+    steps = params.epochs * math.ceil(rows / params.batch_size)
+    sigma = accounting.calibrate(lambda s: accounting.dp_sgd_event(s, q, steps),
+                                 budget.epsilon, budget.delta)
+    spread = math.sqrt(len(trains) / (len(trains) - params.noise_coalition))
+    with one_thread():
+        out = _plaintext(inputs, params, seed, None, (
+            sigma * params.max_grad_norm * spread,
+            public_generator(seed, "dp-sgd:simulated-noise")))
+    out["model"]["privacy"] = accounting.report(
+        accounting.dp_sgd_event(sigma, q, steps), budget.delta, MECHANISM + ", simulated",
+        accounting.ADD_OR_REMOVE, noise_multiplier=sigma, sampling_probability=q, steps=steps)
+    return out
+
+
 def _plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
-               alone: int | None) -> dict[str, Any]:
+               alone: int | None,
+               noise: tuple[float, torch.Generator] | None = None) -> dict[str, Any]:
     trains = inputs["train"]
     classes = len(trains[0].classes)
     tests = inputs.get("test") or [None] * len(trains)
@@ -264,13 +293,21 @@ def _plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
                                       params.epochs, params.lr_step, params.lr_gamma)
         for _ in range(per_epoch):
             chosen = torch.rand(rows, generator=generator, dtype=torch.float64) < q
-            if not chosen.any():
+            if not chosen.any() and noise is None:
                 continue
-            with torch.no_grad():
-                scores = model(x[chosen])
-            p_, _, _ = approximations.softmax_gradient_plain(scores, 1, params.exp_iterations)
-            grads = per_example.per_example_gradients(model, x[chosen], p_ - onehot[chosen])
-            sums, _ = per_example.clipped_sum_plain(grads, params.max_grad_norm)
+            if chosen.any():
+                with torch.no_grad():
+                    scores = model(x[chosen])
+                p_, _, _ = approximations.softmax_gradient_plain(scores, 1,
+                                                                 params.exp_iterations)
+                grads = per_example.per_example_gradients(model, x[chosen],
+                                                          p_ - onehot[chosen])
+                sums, _ = per_example.clipped_sum_plain(grads, params.max_grad_norm)
+            else:  # an empty sample: the run adds the noise alone
+                sums = {k: torch.zeros_like(w) for k, w in model.named_parameters()}
+            if noise is not None:
+                sums = {k: v + torch.randn(v.shape, generator=noise[1], dtype=v.dtype) * noise[0]
+                        for k, v in sums.items()}
             with torch.no_grad():
                 new, velocity = optimizers.sgd_step_plain(
                     [w.detach() for w in weights], [sums[k] for k, _ in

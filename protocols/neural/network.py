@@ -20,7 +20,10 @@
 4. Evaluation runs the graph in evaluation mode on the parties' test rows (or
    the last `test_fraction` of the shuffled rows, held out from training);
    accuracy, per-class precision and recall, macro-F1 and the confusion
-   matrix are computed on shares (protocols/blocks/metrics.py).
+   matrix are computed on shares (protocols/blocks/metrics.py); with the
+   consortium's min_group_size k, each statistic over fewer than k test rows (a
+   class's precision, recall, F1, a confusion cell; macro-F1 if any class is
+   small) is suppressed on shares before the reveal (protocols/blocks/suppression.py).
 5. One round reveals the metrics and, if declared, the model; its recipients
    write it as a state_dict that loads into the original class (model.pt) with
    model.json.
@@ -48,7 +51,7 @@ from protocols.api import (
     ProtocolError,
     Session,
 )
-from protocols.blocks import metrics, optimizers
+from protocols.blocks import metrics, optimizers, suppression
 from protocols.blocks.sharing import join_plain, pool_plain
 from protocols.neural import model as models
 from protocols.neural import training
@@ -115,12 +118,18 @@ def run(session: Session) -> dict[str, Any]:
     secure.eval()
     with crypten.no_grad():
         scores = secure(xt)
-    outputs: dict[str, Any] = {"metrics": metrics.multiclass_metrics(scores, yt, classes)}
+    measured = metrics.multiclass_metrics(scores, yt, classes)
+    k = session.min_group_size
+    if k > 1:  # [Hundepool et al. 2012, primary cell suppression], on shares
+        measured = suppression.guard(
+            measured, suppression.multiclass_metric_groups(measured, xt.size(0)), k)
+    outputs: dict[str, Any] = {"metrics": measured}
     if session.recipients("model"):
         outputs["model"] = _named_state(secure)
     opened = session.reveal(outputs)
     result: dict[str, Any] = {
-        "metrics": None if opened["metrics"] is None else metrics.as_plain(opened["metrics"])}
+        "metrics": None if opened["metrics"] is None else suppression.unguard(opened["metrics"])
+        if k > 1 else metrics.as_plain(opened["metrics"])}
     if "model" in opened:
         result["model"] = None if opened["model"] is None else {
             k: v.tolist() for k, v in opened["model"].items()}
@@ -193,9 +202,7 @@ def _restore(secure: Any, state: dict[str, Any]) -> list[Any]:
 def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
               alone: int | None) -> dict[str, Any]:
     """The same training and metrics in float64, from the same initial weights, in the same
-    row order, with the same approximations (and dropout masks)."""
-    from protocols.api import public_generator
-
+    row order, with the same approximations (and dropout masks); and the trained model."""
     tables = inputs["train"]
     classes = len(tables[0].classes)
     tests = inputs.get("test") or []
@@ -221,6 +228,20 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
         if alone is not None:
             mine = origin == alone
             x, y = x[mine], y[mine]
+    twin, losses = fit_plain(x, y, params, seed, classes)
+    with torch.no_grad():
+        scores = twin(xt)
+    return {"metrics": metrics.multiclass_metrics_plain(scores, yt, classes), "loss": losses,
+            "model": {k: v.tolist() for k, v in twin.state_dict().items()}}
+
+
+def fit_plain(x: torch.Tensor, y: torch.Tensor, params: Params, seed: bytes, classes: int
+              ) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    """The twin's training on rows (x, y class indices) in this order, from the joint initial
+    weights of `seed`: the trained float64 module in evaluation mode (scores, no final
+    softmax) and every epoch's step losses."""
+    from protocols.api import public_generator
+
     spec = models.spec(params)
     init = models.joint_seed(public_generator(seed, models.INIT_PURPOSE))
     model = models.without_final_softmax(models.build(spec, init), x.shape[1])
@@ -233,16 +254,13 @@ def plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
         twin.train()
         lr = optimizers.learning_rate(params.learning_rate, params.lr_schedule, epoch,
                                       params.epochs, params.lr_step, params.lr_gamma)
-        velocity, steps = training.plain_epoch(twin, x, onehot, lr, settings, velocity)
+        velocity, steps = training.plain_epoch(twin, x.double(), onehot, lr, settings, velocity)
         bad = training.diverged(steps)
         if bad is not None:
             raise ProtocolError(f"training diverged: the loss of epoch {epoch + 1}, step "
                                 f"{bad + 1} is not finite")
         losses.append({"epoch": epoch + 1, "mean": sum(steps) / len(steps), "steps": steps})
-    twin.eval()
-    with torch.no_grad():
-        scores = twin(xt)
-    return {"metrics": metrics.multiclass_metrics_plain(scores, yt, classes), "loss": losses}
+    return twin.eval(), losses
 
 
 # ---------------------------------------------------------------- export

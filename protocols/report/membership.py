@@ -24,6 +24,12 @@ def logistic_losses(weights: list[float] | np.ndarray, x: torch.Tensor, y: torch
         logits, labels, reduction="none").numpy()
 
 
+def cross_entropy_losses(scores: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Cross-entropy of class scores (rows x K) on each row's class index y."""
+    return torch.nn.functional.cross_entropy(scores.double(), y.reshape(-1).long(),
+                                             reduction="none").numpy()
+
+
 def advantage(members: np.ndarray, non_members: np.ndarray) -> dict[str, float]:
     """Yeom et al.'s threshold attack at tau = the mean member loss: TPR, FPR, advantage;
     and beside it the best advantage any loss threshold reaches on these rows (an attacker

@@ -1,5 +1,6 @@
 """`smpc tradeoff`: --quick on the hospitals example writes a report with every technique and a
-valid PNG; bad inputs are one-line errors before anything runs."""
+valid PNG; --quick on a cut-down digits copy (the neural network, 10 classes) gives every technique
+a number or a reason; bad inputs are one-line errors before anything runs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from parties.node import tradeoff
 from tests.conftest import run_smpc
+from tests.protocols.digits import digits_copy
 from tests.support import HOSPITALS
 
 CONSORTIUM = str(HOSPITALS / "consortium.toml")
@@ -70,6 +72,33 @@ def test_the_plot_is_a_png_of_plausible_size(quick: dict[str, Any]) -> None:
     assert 800 <= width <= 2000 and 300 <= height <= 1000
     assert 20_000 <= len(png) <= 1_000_000
     assert png.rstrip(b"\x00")[-8:-4] == b"IEND"
+
+
+def test_digits_network_has_every_technique(tmp_path: Path) -> None:
+    """The neural-network workload on 4 banks of 120 training rows: every technique has a
+    numeric accuracy and macro-F1 (no AUC: 10 classes) or says why it is not available."""
+    consortium = digits_copy(tmp_path, "consortium.toml", rows=120)
+    proc = run_smpc(["tradeoff", str(consortium), "--quick", "--json",
+                     str(tmp_path / "t.json")], tmp_path, 300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert report["protocol"] == "neural-network" and report["members"] == 480
+    keys = [t.key for t in tradeoff.TECHNIQUES]
+    assert {r["technique"] for r in report["rows"]} == set(keys)
+    for row in report["rows"]:
+        if row["accuracy"] is None:
+            assert row["how"].startswith("not available"), row
+            continue
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["f1"] <= 1 and row["auc"] is None, row
+        assert -1 <= row["advantage"] <= 1, row
+    per = {k: [r for r in report["rows"] if r["technique"] == k] for k in keys}
+    for key in ("mpc-dp", "fedavg-dp", "synthetic"):  # the DP twins spend what was asked
+        assert sorted(round(r["epsilon"]) for r in per[key]) == [1, 8], per[key]
+    # ten classes: chance is 0.1; pooled rows train a network far above it, MPC's twin the same
+    pooled = per["pooled"][0]["accuracy"]
+    assert pooled > 0.6 and per["mpc"][0]["accuracy"] == pytest.approx(pooled)
+    assert [r["party"] for r in per["alone"]] == ["bank-north", "bank-south", "bank-east",
+                                                  "bank-west"]
 
 
 def _refused(args: list[str], needle: str, folder: Path) -> None:

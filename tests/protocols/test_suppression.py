@@ -108,3 +108,34 @@ def test_a_bad_min_group_size_names_its_line(tmp_path: Path, value: str) -> None
     path = _consortium(tmp_path, f"min_group_size = {value}")
     with pytest.raises(ConfigError, match=r"consortium.toml:8: \[consortium\]: .*min_group_size"):
         load_consortium(path)
+
+
+def test_a_small_class_is_suppressed_in_the_multiclass_metrics() -> None:
+    # 3 classes, 26 test rows, k = 5: class 2 has 3 rows (2 predicted right, 1 as class 0)
+    truth = [0] * 12 + [1] * 11 + [2] * 3
+    guess = [0] * 11 + [1] + [1] * 11 + [2, 2, 0]
+    scores = torch.nn.functional.one_hot(torch.tensor(guess), 3).float() * 4
+    labels = torch.tensor(truth, dtype=torch.float32).reshape(-1, 1)
+
+    def party(comm: object) -> dict[str, object]:
+        import crypten
+
+        measured = metrics.multiclass_metrics(crypten.cryptensor(scores, src=0),
+                                              crypten.cryptensor(labels, src=1), 3)
+        guarded = suppression.guard(measured, suppression.multiclass_metric_groups(
+            measured, len(truth)), 5)
+        opened = {part: {name: v if isinstance(v, float) else v.get_plain_text()
+                         for name, v in values.items()} for part, values in guarded.items()}
+        return suppression.unguard(opened)
+
+    released = run_parties(3, party, refuse_openings=False, timeout=180)[0]
+    plain = metrics.multiclass_metrics_plain(scores.double(), labels.double(), 3)
+    # class 2 (3 rows, 2 predicted): its precision, recall, F1 and the macro-F1 suppressed
+    for name in ("precision", "recall", "f1"):
+        assert released[name][2] is None, name
+        assert released[name][:2] == pytest.approx(plain[name][:2], abs=2e-3), name
+    assert released["macro_f1"] is None
+    assert released["accuracy"] == pytest.approx(plain["accuracy"], abs=1e-3)
+    # the cells under 5 rows (class 2's row and column, the class-0/1 mistakes) are None
+    assert released["confusion_matrix"] == [[11.0, None, None], [None, 11.0, None],
+                                            [None, None, None]]
