@@ -29,6 +29,16 @@ within 8.6 % of 1/sqrt(u), then Newton steps y <- y (3 - u y^2)/2). Why
 * An example with ||g_i|| >= 64 C gets c_i = 0 (dropped, rather than scaled to C):
   still within the bound, and past the range where the inverse square root's
   start is accurate.
+* u_i itself must not wrap around the fixed-point ring: a product of two values
+  is held exactly only while it stays below about 2^31. So an example is also
+  dropped when, in any layer, ||DELTA_SCALE delta_i||^2 reaches DELTA_LIMIT = 2^10
+  (||delta_i||^2 >= 4; the output layer's p - y has at most 2) or ||a_i||^2 + 1
+  reaches INPUT_LIMIT = 2^19 (inputs scaled to [0, 1] stay far below): every
+  layer's term is then below 2^29 and u_i of up to 4 layers cannot wrap. Without
+  this an example with large activations wrapped into a small u_i and kept a
+  factor near 1 (found by the test with rows 800x outside [0, 1]). Values whose
+  own square wraps (|a| >= 2^15.5) are outside the engine's range for every
+  product of the forward pass as well.
 So c_i ||g_i|| <= (1 - MARGIN)(1 + 2^-8) C sqrt(u_i)/sqrt(u_i) <= C.
 
 Layers other than Linear (Conv2d, BatchNorm) are refused by the DP protocol:
@@ -49,6 +59,9 @@ from protocols.blocks import approximations
 MARGIN = 0.01
 DELTA_SCALE = 16  # deltas are squared as 16 delta (see norms_squared)
 CUTOFF = 2.0**12  # u = ||g||^2 / C^2 beyond which an example is dropped (||g|| >= 64 C)
+# A layer's ||16 delta||^2 (||delta||^2 >= 4) or ||a||^2 + 1 at which an example is dropped, so
+# that no term of u wraps (see the module's docstring).
+DELTA_LIMIT, INPUT_LIMIT = 2.0**10, 2.0**19
 
 
 @dataclass
@@ -112,7 +125,16 @@ def _recording(crypten: Any) -> type:
     return Recording
 
 
-def norms_squared(layers: list[LinearLayer]) -> Any:
+@dataclass
+class Norms:
+    """Each example's squared gradient norm (n, 1) and the per-layer sizes behind it
+    (n, 2L): ||DELTA_SCALE delta||^2 and ||a||^2 + 1 of every layer, as shares."""
+
+    squared: Any
+    sizes: Any
+
+
+def norms_squared(layers: list[LinearLayer]) -> Norms:
     """||g_i||^2 = sum over layers of ||delta_i||^2 (||a_i||^2 + 1), as shares (n, 1): one
     round of squares for every layer at once, one of products.
 
@@ -133,17 +155,24 @@ def norms_squared(layers: list[LinearLayer]) -> Any:
         sums.append(squares[:, at:at + width].sum(1, keepdim=True))
         at += width
     deltas, inputs = crypten.cat(sums[0::2], dim=1), crypten.cat(sums[1::2], dim=1)
-    return (deltas * (inputs + 1)).sum(1, keepdim=True) * (1.0 / DELTA_SCALE**2)
+    squared = (deltas * (inputs + 1)).sum(1, keepdim=True) * (1.0 / DELTA_SCALE**2)
+    return Norms(squared, crypten.cat([deltas, inputs + 1], dim=1))
 
 
-def clip_factors(norms2: Any, max_grad_norm: float) -> Any:
-    """c_i = (1 - MARGIN) / sqrt(max(u_i, 1)) [u_i < CUTOFF] with u_i = ||g_i||^2 / C^2, as
-    shares (n, 1); see the module's docstring for why c_i ||g_i|| <= C."""
-    u = norms2 * (1.0 / max_grad_norm**2)
-    bits = u.unsqueeze(-1) >= torch.tensor([1.0, CUTOFF])  # one batched comparison, scale 1
-    above, beyond = bits[..., 0], bits[..., 1]
+def clip_factors(norms: Norms, max_grad_norm: float) -> Any:
+    """c_i = (1 - MARGIN) / sqrt(max(u_i, 1)) [u_i < CUTOFF and every size below its limit] with
+    u_i = ||g_i||^2 / C^2, as shares (n, 1); see the module's docstring for why
+    c_i ||g_i|| <= C."""
+    import crypten
+
+    u = norms.squared * (1.0 / max_grad_norm**2)
+    layers = norms.sizes.size(1) // 2
+    limits = torch.tensor([1.0, CUTOFF] + [DELTA_LIMIT] * layers + [INPUT_LIMIT] * layers)
+    bits = crypten.cat([u, u, norms.sizes], dim=1) >= limits  # one batched comparison, scale 1
+    above = bits[:, 0:1]
+    dropped = bits[:, 1:].sum(1, keepdim=True) >= 1  # u too large, or a term could wrap
     v = (u - 1) * above + 1  # max(u, 1)
-    return v.inv_sqrt() * approximations.fixed(1 - beyond, 1 - MARGIN)
+    return v.inv_sqrt() * approximations.fixed(1 - dropped, 1 - MARGIN)
 
 
 def clipped_gradient_sum(layers: list[LinearLayer], factors: Any) -> dict[str, Any]:

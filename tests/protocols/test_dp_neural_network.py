@@ -65,10 +65,11 @@ def test_per_example_clipping_on_shares_holds_the_bound_and_matches_float64() ->
             signal = p_ - crypten.cryptensor(onehot, src=1)
         scores.backward(signal)
         with crypten.no_grad():
-            norms2 = per_example.norms_squared(layers)
-            factors = per_example.clip_factors(norms2, bound)
+            norms = per_example.norms_squared(layers)
+            factors = per_example.clip_factors(norms, bound)
             sums = per_example.clipped_gradient_sum(layers, factors)
-            return {"norms2": norms2.get_plain_text().double().reshape(-1),
+            return {"norms2": norms.squared.get_plain_text().double().reshape(-1),
+                    "sizes": norms.sizes.get_plain_text().double(),
                     "factors": factors.get_plain_text().double().reshape(-1),
                     "signal": signal.get_plain_text().double(),
                     "sums": {k.removesuffix(".data"): v.get_plain_text().double()
@@ -78,9 +79,15 @@ def test_per_example_clipping_on_shares_holds_the_bound_and_matches_float64() ->
     twin = model.double()
     grads = per_example.per_example_gradients(twin, x.double(), got["signal"])
     want, norms = per_example.clipped_sum_plain(grads, bound)
-    big = norms < 64 * bound  # the examples the secure clipping keeps
+    big = norms < 64 * bound  # the examples the secure clipping keeps (and below)
     assert (norms > bound).sum() >= 6 and (~big).sum() >= 1  # clipping is exercised
     assert torch.allclose(got["norms2"][big], norms[big] ** 2, rtol=0.01, atol=1e-3)
+    layers = got["sizes"].shape[1] // 2
+    limits = torch.tensor([per_example.DELTA_LIMIT] * layers + [per_example.INPUT_LIMIT] * layers,
+                          dtype=torch.float64)
+    in_range = (got["sizes"] < limits).all(1)  # no term of u_i can wrap the ring
+    assert not in_range[:2].any()  # rows 200x outside [0, 1]: dropped whatever their gradient
+    big &= in_range
     clipped_norms = got["factors"] * norms
     assert clipped_norms.max() <= bound, clipped_norms.max()
     assert torch.all(got["factors"][~big] == 0)
