@@ -34,7 +34,8 @@ def test_different_code_stops_every_party_naming_the_file(tmp_path: Path) -> Non
 def test_policy_refusing_an_output_stops_every_party(tmp_path: Path) -> None:
     base = copy_example(tmp_path)
     policies = _policies(base)
-    edit(policies["hospital-b"], ('reveal = ["metrics", "weights", "marginals"]', 'reveal = ["metrics"]'))
+    edit(policies["hospital-b"],
+         ('reveal = ["metrics", "weights", "marginals"]', 'reveal = ["metrics"]'))
     run = run_nodes(node_commands(dict.fromkeys([*PARTIES, "dealer"], base / "consortium.toml"),
                                   policies), timeout=120)
     all_stop_naming(run, "party 'hospital-b' refuses: its policy does not accept revealing "

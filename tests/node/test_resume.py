@@ -67,7 +67,9 @@ def test_kill_a_party_then_resume_all(tmp_path: Path) -> None:
     assert all(rc == 0 for rc, _ in second.values()), {k: v[1][-300:] for k, v in second.items()}
     results = {p: json.loads((tmp_path / f"{p}.json").read_text()) for p in PARTIES}
     resumed = {r["resumed_from"] for r in results.values()}
-    assert len(resumed) == 1 and resumed.pop() >= 2
+    # hospital-b was killed once it had kept epoch 2; the others may not have kept it yet, so
+    # the newest common checkpoint is epoch 1 or 2
+    assert len(resumed) == 1 and resumed.pop() >= 1
     seeds = {r["seed"] for r in results.values()}
     assert len(seeds) == 1
     stored = torch.load(sorted((folder / "hospital-a").glob("step-*.pt"))[-1],
