@@ -268,18 +268,19 @@ def test_the_network_trains_on_vertically_joined_columns(tmp_path: Path) -> None
     shutil.copytree(ROOT / "examples" / "bank-insurer-retailer", example,
                     ignore=shutil.ignore_patterns("certs", "out", "checkpoints"))
     consortium = example / "consortium-mlp.toml"
-    consortium.write_text(consortium.read_text().replace("epochs = 10", "epochs = 2"))
+    consortium.write_text(consortium.read_text().replace("epochs = 10", "epochs = 2")
+                          .replace("learning_rate = 0.2", "learning_rate = 0.1"))
     proc = run_smpc(["local", str(consortium), "--insecure", "--json",
                      str(tmp_path / "out.json")], tmp_path, 400)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads((tmp_path / "out.json").read_text())
     mpc, joined = out["revealed"]["metrics"], out["baseline"]["joined"]
-    # After 2 epochs (effective step 2 with momentum 0.9) training is still on a knife edge:
-    # the twin in float64 reached 0.79-0.90 on the same seeds while MPC reached 0.87-0.91, so
-    # the runs are compared with what the bank gets alone (0.75 from its 8 columns), not with
-    # each other; the 10-epoch example gives MPC 0.913 and the join 0.899.
-    assert mpc["accuracy"] > 0.85, (mpc, joined)
-    assert joined["accuracy"] > 0.7, (mpc, joined)
+    # After 2 epochs training still depends on the seed: the twin in float64 reached
+    # 0.84-0.94 over 8 seeds (learning rate 0.1), so MPC and the join are each compared with
+    # what the bank gets alone (0.75 from its 8 columns), not with each other; the 10-epoch
+    # example gives MPC 0.913 and the join 0.899.
+    assert mpc["accuracy"] > 0.8, (mpc, joined)
+    assert joined["accuracy"] > 0.8, (mpc, joined)
     assert out["baseline"]["alone"] == {}
     by_party = out["revealed_by_party"]
     assert by_party["bank"]["model"] is not None
