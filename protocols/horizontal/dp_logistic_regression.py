@@ -49,11 +49,10 @@ from protocols.api import (
     Params,
     PlainTable,
     Protocol,
-    ProtocolError,
     Session,
     public_generator,
 )
-from protocols.blocks import accounting, approximations, dp, metrics
+from protocols.blocks import accounting, approximations, dp, dp_sgd, metrics
 from protocols.federated.local_models import one_thread
 from protocols.horizontal.logistic_regression import export_model as export_weights
 
@@ -66,53 +65,17 @@ def run(session: Session) -> dict[str, Any]:
 
     p = session.params
     n_parties = session.world_size
-    if p.noise_coalition >= n_parties:
-        raise ProtocolError(f"noise_coalition {p.noise_coalition} must be below the number of "
-                            f"parties ({n_parties})")
-    train, test = session.table("train"), session.table("test")
-    if train is None or train.labels is None:
-        raise ProtocolError("the protocol needs a labelled 'train' input")
-    comm = crypten.communicator.get()
-    provided = sum(int(t.item()) for t in comm.all_gather(
-        torch.tensor([test.rows if test is not None else 0])))
-    mine, test_rows_own = _split(train, test, provided == 0, p.test_fraction)
-    gathered = [t.tolist() for t in comm.all_gather(
-        torch.tensor([mine[0].shape[0], test_rows_own[0].shape[0]]))]
-    train_counts, test_counts = [g[0] for g in gathered], [g[1] for g in gathered]
-    rows, test_rows = sum(train_counts), sum(test_counts)
-    if rows == 0:
-        raise ProtocolError("no party provided training rows")
-    if test_rows == 0:
-        raise ProtocolError("there are no test rows and test_fraction is 0: nothing to "
-                            "evaluate on")
-    budget = session.budget("weights")
-    if budget is None:
-        raise ProtocolError("'weights' has no privacy budget in the manifest")
-    _check_delta(budget, rows, "weights", "training rows", gaussian=True)
-    metrics_budget = session.budget("metrics")
-    if metrics_budget is not None:
-        _check_delta(metrics_budget, test_rows, "metrics", "test rows",
-                     gaussian=p.metrics_mechanism == "gaussian")
-
-    # 1. calibrate sigma for (epsilon, delta), q and the number of steps [dp-accounting PLD]
-    q = min(1.0, p.batch_size / rows)
-    per_epoch = math.ceil(rows / p.batch_size)
-    steps = p.epochs * per_epoch
-    try:
-        sigma = accounting.calibrate(lambda s: accounting.dp_sgd_event(s, q, steps),
-                                     budget.epsilon, budget.delta)
-    except accounting.CalibrationError as exc:
-        raise ProtocolError(f"'weights': {exc}") from None
+    # 1. row counts, budget checks, sigma for (epsilon, delta), q and the steps [PLD]
+    plan = dp_sgd.plan(session, "weights")
+    mine, rows, q, steps, per_epoch, sigma = (plan.mine, plan.rows, plan.q, plan.steps,
+                                              plan.per_epoch, plan.sigma)
     width = mine[0].shape[1] + 1  # encoded columns and the intercept
     bound = p.max_grad_norm or math.sqrt(width)  # ||x_i|| <= sqrt(k + 1): see the docstring
-    session.progress("calibrated", noise_multiplier=round(sigma, 4), steps=steps)
 
     # 2.-4. DP-SGD: the owner samples, bounds and scales its rows; noise from every party
     step = p.learning_rate / (q * rows)
     forward, backward, labels = _prepared(mine[0], mine[1], bound, step, p.sigmoid)
-    sampled = torch.from_numpy(dp.secret_uniform(steps * forward.shape[0])).reshape(
-        steps, forward.shape[0]) < q
-    sizes = torch.stack(comm.all_gather(sampled.sum(1)))  # parties x steps, public
+    sampled, sizes = dp_sgd.poisson_sample(forward.shape[0], steps, q)
     noise_std = sigma * bound * step
     wb = crypten.cryptensor(torch.zeros(width, 1), src=0)
     start = 0
@@ -134,19 +97,19 @@ def run(session: Session) -> dict[str, Any]:
             session.progress("epoch", epoch=epoch + 1, of=p.epochs)
 
     # 5. evaluate on the test rows; reveal the weights and the (noisy) metrics in one round
-    xt, yt = _shared(session.rank, test_counts, *test_rows_own)
+    xt, yt = dp_sgd.shared(session.rank, plan.test_counts, *plan.test_own)
     scores = xt.matmul(wb[:-1]) + wb[-1]
     privacy = accounting.report(
-        accounting.dp_sgd_event(sigma, q, steps), budget.delta, MECHANISM,
+        accounting.dp_sgd_event(sigma, q, steps), plan.budget.delta, MECHANISM,
         accounting.ADD_OR_REMOVE, noise_multiplier=sigma, sampling_probability=q, steps=steps,
         max_grad_norm=bound, noise_coalition=p.noise_coalition)
-    if metrics_budget is None:
+    if plan.metrics_budget is None:
         opened = session.reveal({"metrics": metrics.binary_metrics(scores, yt),
                                  "weights": wb.reshape(-1)})
         measured = None if opened["metrics"] is None else metrics.as_plain(opened["metrics"])
     else:
         noisy, metrics_privacy = dp.release_counts(
-            metrics.confusion(scores, yt), metrics_budget, p.metrics_mechanism, n_parties,
+            metrics.confusion(scores, yt), plan.metrics_budget, p.metrics_mechanism, n_parties,
             p.noise_coalition)
         opened = session.reveal({"metrics": noisy, "weights": wb.reshape(-1)})
         measured = None if opened["metrics"] is None else {
@@ -157,30 +120,6 @@ def run(session: Session) -> dict[str, Any]:
     return {"metrics": measured, "weights": weights}
 
 
-def _check_delta(budget: Budget, rows: int, output: str, what: str, gaussian: bool) -> None:
-    """delta must be > 0 for a Gaussian mechanism and < 1/rows for any (public counts)."""
-    if gaussian and budget.delta <= 0:
-        raise ProtocolError(f"'{output}': the Gaussian mechanism needs delta > 0, got "
-                            f"{budget.delta:g}")
-    if budget.delta >= 1 / rows:
-        raise ProtocolError(f"'{output}': delta {budget.delta:g} is not below 1/rows = 1/{rows} "
-                            f"= {1 / rows:.3g} ({rows} {what}); a delta that large allows "
-                            "releasing a row outright")
-
-
-def _split(train: PlainTable, test: PlainTable | None, hold_out: bool, fraction: float
-           ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """This party's (features, labels) to train on and to test on: its test rows, or, when
-    no party provides any (`hold_out`), its last ceil(rows x test_fraction) training rows
-    (in file order, as the plaintext twin does)."""
-    assert train.labels is not None
-    if not hold_out:
-        if test is None or test.labels is None:
-            return (train.features, train.labels), (train.features[:0], train.labels[:0])
-        return (train.features, train.labels), (test.features, test.labels)
-    keep = train.rows - math.ceil(train.rows * fraction)
-    return ((train.features[:keep], train.labels[:keep]),
-            (train.features[keep:], train.labels[keep:]))
 
 
 def _prepared(x: torch.Tensor, y: torch.Tensor, bound: float, step: float, sigmoid: str
@@ -194,18 +133,6 @@ def _prepared(x: torch.Tensor, y: torch.Tensor, bound: float, step: float, sigmo
     return forward.float(), (design * factor * step).float(), y.float()
 
 
-def _shared(rank: int, counts: list[int], *tables: torch.Tensor) -> list[Any]:
-    """Each of this party's tables pooled with the other parties' (same columns, `counts`
-    rows each, public) as one secret table, in rank order. Sharing sends no messages."""
-    import crypten
-
-    out = []
-    for x in tables:
-        parts = [crypten.cryptensor(x if src == rank else torch.empty(count, x.shape[1]),
-                                    src=src) for src, count in enumerate(counts) if count]
-        out.append(crypten.cat(parts) if len(parts) > 1 else parts[0])
-    return out
-
 
 def _gradient_sum(rank: int, sizes: list[int], forward: torch.Tensor, backward: torch.Tensor,
                   labels: torch.Tensor, wb: Any, sigmoid: str) -> Any:
@@ -213,7 +140,7 @@ def _gradient_sum(rank: int, sizes: list[int], forward: torch.Tensor, backward: 
     None when no party sampled a row."""
     if sum(sizes) == 0:
         return None
-    xf, xb, y = _shared(rank, sizes, forward, backward, labels)
+    xf, xb, y = dp_sgd.shared(rank, sizes, forward, backward, labels)
     z = xf.matmul(wb)
     if sigmoid == "piecewise":
         err = approximations.piecewise_sigmoid_of_quarter(z) - y
@@ -239,7 +166,7 @@ def simulate(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
     trains = inputs["train"]
     tests = inputs.get("test") or [None] * len(trains)
     hold_out = sum(t.rows for t in tests if t is not None) == 0
-    rows = sum(_split(t, u, hold_out, params.test_fraction)[0][0].shape[0]
+    rows = sum(dp_sgd.split(t, u, hold_out, params.test_fraction)[0][0].shape[0]
                for t, u in zip(trains, tests, strict=True))
     q = min(1.0, params.batch_size / rows)
     steps = params.epochs * math.ceil(rows / params.batch_size)
@@ -262,7 +189,7 @@ def _plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
     trains = inputs["train"]
     tests = inputs.get("test") or [None] * len(trains)
     hold_out = sum(t.rows for t in tests if t is not None) == 0
-    split = [_split(t, u, hold_out, params.test_fraction)
+    split = [dp_sgd.split(t, u, hold_out, params.test_fraction)
              for t, u in zip(trains, tests, strict=True)]
     ranks = range(len(split)) if alone is None else [alone]
     x = torch.cat([split[r][0][0] for r in ranks]).double()

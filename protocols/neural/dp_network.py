@@ -61,9 +61,8 @@ from protocols.api import (
     Session,
     public_generator,
 )
-from protocols.blocks import accounting, approximations, dp, metrics, optimizers
+from protocols.blocks import accounting, approximations, dp, dp_sgd, metrics, optimizers
 from protocols.federated.local_models import one_thread
-from protocols.horizontal.dp_logistic_regression import _check_delta, _shared, _split
 from protocols.neural import model as models
 from protocols.neural import network, per_example
 
@@ -78,45 +77,11 @@ def run(session: Session) -> dict[str, Any]:
 
     p = session.params
     n_parties = session.world_size
-    if p.noise_coalition >= n_parties:
-        raise ProtocolError(f"noise_coalition {p.noise_coalition} must be below the number of "
-                            f"parties ({n_parties})")
-    train, test = session.table("train"), session.table("test")
-    if train is None or train.labels is None:
-        raise ProtocolError("the protocol needs a labelled 'train' input")
-    classes = len(train.classes)
-    comm = crypten.communicator.get()
-    provided = sum(int(t.item()) for t in comm.all_gather(
-        torch.tensor([test.rows if test is not None else 0])))
-    mine, test_own = _split(train, test, provided == 0, p.test_fraction)
-    gathered = [t.tolist() for t in comm.all_gather(
-        torch.tensor([mine[0].shape[0], test_own[0].shape[0]]))]
-    train_counts, test_counts = [g[0] for g in gathered], [g[1] for g in gathered]
-    rows, test_rows = sum(train_counts), sum(test_counts)
-    if rows == 0:
-        raise ProtocolError("no party provided training rows")
-    if test_rows == 0:
-        raise ProtocolError("there are no test rows and test_fraction is 0: nothing to "
-                            "evaluate on")
-    budget = session.budget("model")
-    if budget is None:
-        raise ProtocolError("'model' has no privacy budget in the manifest")
-    _check_delta(budget, rows, "model", "training rows", gaussian=True)
-    metrics_budget = session.budget("metrics")
-    if metrics_budget is not None:
-        _check_delta(metrics_budget, test_rows, "metrics", "test rows",
-                     gaussian=p.metrics_mechanism == "gaussian")
-
-    # 1. calibrate sigma for (epsilon, delta), q and the number of steps [dp-accounting PLD]
-    q = min(1.0, p.batch_size / rows)
-    per_epoch = math.ceil(rows / p.batch_size)
-    steps = p.epochs * per_epoch
-    try:
-        sigma = accounting.calibrate(lambda s: accounting.dp_sgd_event(s, q, steps),
-                                     budget.epsilon, budget.delta)
-    except accounting.CalibrationError as exc:
-        raise ProtocolError(f"'model': {exc}") from None
-    session.progress("calibrated", noise_multiplier=round(sigma, 4), steps=steps)
+    # 1. row counts, budget checks, sigma for (epsilon, delta), q and the steps [PLD]
+    plan = dp_sgd.plan(session, "model")
+    mine, rows, q, steps, per_epoch, sigma = (plan.mine, plan.rows, plan.q, plan.steps,
+                                              plan.per_epoch, plan.sigma)
+    classes = len(session.table("train").classes)
     width = mine[0].shape[1]
     torch_model = network._checked_model(
         models.spec(p), models.joint_seed(session.generator(models.INIT_PURPOSE)), width,
@@ -134,9 +99,7 @@ def run(session: Session) -> dict[str, Any]:
     velocity = [crypten.cryptensor(torch.zeros(t.size()), src=0) for t in params]
 
     # 2.-4. DP-SGD: the owner samples its rows; clipping and noise on shares
-    sampled = torch.from_numpy(dp.secret_uniform(steps * mine[0].shape[0])).reshape(
-        steps, mine[0].shape[0]) < q
-    sizes = torch.stack(comm.all_gather(sampled.sum(1)))  # parties x steps, public
+    sampled, sizes = dp_sgd.poisson_sample(mine[0].shape[0], steps, q)
     onehot = torch.nn.functional.one_hot(mine[1].reshape(-1).long(), classes).float()
     total = sum(t.numel() for t in params)
     start = 0
@@ -164,21 +127,21 @@ def run(session: Session) -> dict[str, Any]:
         session.progress("epoch", epoch=epoch + 1, of=p.epochs)
 
     # 5. evaluate on the test rows; reveal the model and the (noisy) metrics in one round
-    xt, yt = _shared(session.rank, test_counts, *test_own)
+    xt, yt = dp_sgd.shared(session.rank, plan.test_counts, *plan.test_own)
     secure.eval()
     with crypten.no_grad():
         scores = secure(xt)
     privacy = accounting.report(
-        accounting.dp_sgd_event(sigma, q, steps), budget.delta, MECHANISM,
+        accounting.dp_sgd_event(sigma, q, steps), plan.budget.delta, MECHANISM,
         accounting.ADD_OR_REMOVE, noise_multiplier=sigma, sampling_probability=q, steps=steps,
         max_grad_norm=p.max_grad_norm, noise_coalition=p.noise_coalition)
     outputs: dict[str, Any] = {"model": network._named_state(secure)}
     metrics_privacy = None
-    if metrics_budget is None:
+    if plan.metrics_budget is None:
         outputs["metrics"] = metrics.multiclass_metrics(scores, yt, classes)
     else:
         outputs["metrics"], metrics_privacy = dp.release_counts(
-            metrics.multiclass_confusion(scores, yt, classes), metrics_budget,
+            metrics.multiclass_confusion(scores, yt, classes), plan.metrics_budget,
             p.metrics_mechanism, n_parties, p.noise_coalition)
     opened = session.reveal(outputs)
     measured = opened["metrics"]
@@ -199,7 +162,7 @@ def _clipped_sum(secure: Any, layers: list[per_example.LinearLayer], rank: int,
 
     if sum(sizes) == 0:
         return None
-    xs, ys = _shared(rank, sizes, x, onehot)
+    xs, ys = dp_sgd.shared(rank, sizes, x, onehot)
     secure.train()
     for t in secure.parameters():
         t.requires_grad = False  # the backward pass computes the layers' deltas only
@@ -246,7 +209,7 @@ def simulate(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
     trains = inputs["train"]
     tests = inputs.get("test") or [None] * len(trains)
     hold_out = sum(t.rows for t in tests if t is not None) == 0
-    rows = sum(_split(t, u, hold_out, params.test_fraction)[0][0].shape[0]
+    rows = sum(dp_sgd.split(t, u, hold_out, params.test_fraction)[0][0].shape[0]
                for t, u in zip(trains, tests, strict=True))
     q = min(1.0, params.batch_size / rows)
     steps = params.epochs * math.ceil(rows / params.batch_size)
@@ -270,7 +233,7 @@ def _plaintext(inputs: dict[str, list[PlainTable]], params: Params, seed: bytes,
     classes = len(trains[0].classes)
     tests = inputs.get("test") or [None] * len(trains)
     hold_out = sum(t.rows for t in tests if t is not None) == 0
-    split = [_split(t, u, hold_out, params.test_fraction)
+    split = [dp_sgd.split(t, u, hold_out, params.test_fraction)
              for t, u in zip(trains, tests, strict=True)]
     ranks = range(len(split)) if alone is None else [alone]
     x = torch.cat([split[r][0][0] for r in ranks]).double()
